@@ -1,0 +1,194 @@
+"""The ``kvision`` command: a thin mirror of :mod:`kvision.workflow`.
+
+    kvision pipeline                          # the main job: Fashion-MNIST, compact MobileNet
+    kvision train my.yaml train.epochs=3      # YAML config plus validated key=value overrides
+    kvision evaluate --model runs/x/checkpoints/best.keras
+    kvision export --model runs/x/checkpoints/best.keras
+    kvision predict --model runs/x/export/tflite/classifier_float32.tflite shirt.png
+    kvision config train.epochs=3             # print the resolved config
+    kvision list models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+_EPILOG = """\
+Config: an optional YAML file and section.field=value overrides, e.g.
+  data.dataset=folder data.path=./images model.name=lenet train.epochs=5 augment.enabled=false
+Unknown keys are rejected with a suggestion; `kvision config` prints every field.
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="*", metavar="[CONFIG.yaml] [key=value ...]",
+                   help="optional YAML config file followed by key=value overrides")
+
+
+def _add_fresh(p):
+    p.add_argument("--fresh", action="store_true",
+                   help="discard the training state of an existing run with this name")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvision", description="Images to compressed, verified TFLite / TF Serving models.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("pipeline", help="train -> evaluate -> export -> benchmark -> report "
+                       "(no arguments: the default Fashion-MNIST job)", epilog=_EPILOG,
+                       formatter_class=fmt)
+    _add_config_args(p)
+    _add_fresh(p)
+
+    p = sub.add_parser("train", help="train a model (resumes an interrupted run)",
+                       epilog=_EPILOG, formatter_class=fmt)
+    _add_config_args(p)
+    _add_fresh(p)
+
+    p = sub.add_parser("evaluate", help="test-set metrics, confusion matrix and curves",
+                       epilog=_EPILOG, formatter_class=fmt)
+    _add_config_args(p)
+    p.add_argument("--model", required=True, help="model file (.keras/.h5)")
+    p.add_argument("--out", help="output folder (default: the run directory)")
+
+    p = sub.add_parser("export", help="SavedModel (TF Serving layout) + float32 TFLite, verified",
+                       epilog=_EPILOG, formatter_class=fmt)
+    _add_config_args(p)
+    p.add_argument("--model", required=True, help="model file (.keras/.h5)")
+    p.add_argument("--out", help="output folder (default: <run dir>/export)")
+
+    p = sub.add_parser("predict", help="top-k labels for image files")
+    p.add_argument("--model", required=True,
+                   help="a .keras/.h5 file, a SavedModel version folder or a .tflite file")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP)")
+    p.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = sub.add_parser("config", help="print the resolved config as YAML", epilog=_EPILOG,
+                       formatter_class=fmt)
+    _add_config_args(p)
+
+    p = sub.add_parser("list", help="list registered models or augmentation transforms")
+    p.add_argument("what", choices=["models", "transforms"])
+    return parser
+
+
+def _load(args):
+    from kvision.config import ConfigError, load_config
+
+    path, overrides = None, []
+    for i, item in enumerate(args.config):
+        if "=" in item:
+            overrides.append(item)
+        elif i == 0:
+            path = item
+        else:
+            raise ConfigError(f"Argument {item!r} is neither the first (config file) nor "
+                              "key=value.")
+    return load_config(path, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume.", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug or not _is_user_error(exc):
+            raise
+        print(f"kvision {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(exc) -> bool:
+    from kvision.config import ConfigError
+    from kvision.data import DatasetError
+
+    return isinstance(exc, ConfigError | DatasetError | FileNotFoundError | ValueError | TypeError)
+
+
+def _dispatch(args) -> int:
+    from kvision import workflow
+
+    if args.command == "config":
+        import yaml
+
+        from kvision.config import to_dict
+
+        print(yaml.safe_dump(to_dict(_load(args)), sort_keys=False), end="")
+        return 0
+    if args.command == "list":
+        if args.what == "models":
+            from kvision.models import list_models
+
+            print("\n".join(list_models()))
+        else:
+            from kvision.augment import list_transforms
+
+            print("\n".join(list_transforms()))
+        return 0
+    if args.command == "predict":
+        results = workflow.predict_files(args.model, args.images, top_k=args.top_k)
+        if args.json:
+            print(json.dumps(results, indent=2))
+        else:
+            for r in results:
+                best = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"])
+                print(f"{r['file']}: {best}")
+        return 0
+
+    cfg = _load(args)
+    if args.command == "pipeline":
+        report = workflow.run_pipeline(cfg, fresh=args.fresh)
+        from kvision.report import render_markdown
+
+        print(render_markdown(report))
+        print(f"\nReport: {cfg.run_dir / 'report.html'}")
+        return 0 if all(a["status"] == "ok" for a in report["artifacts"]) else 1
+    if args.command == "train":
+        run = workflow.train(cfg, fresh=args.fresh)
+        print(f"best val accuracy {run.fit.best_val_accuracy} (epoch {run.fit.best_epoch}); "
+              f"checkpoint {run.fit.checkpoint}")
+        return 0
+
+    from kvision._keras import load_model
+    from kvision.models import InputContract, attach_contract
+
+    model_path = Path(args.model)
+    model = load_model(model_path)
+    contract = InputContract.for_model_file(model_path, model)
+    attach_contract(model, contract)
+    splits = workflow.load_data(cfg)
+    if args.command == "evaluate":
+        out = Path(args.out) if args.out else cfg.run_dir
+        out.mkdir(parents=True, exist_ok=True)
+        result = workflow.evaluate(model, splits, contract, out)
+        print(f"{result['split']} accuracy {result['accuracy']:.4f}  macro F1 "
+              f"{result['macro_f1']:.4f}  (metrics: {out / 'metrics.json'})")
+        return 0
+    if args.command == "export":
+        if args.out:
+            cfg.runs_dir, cfg.name = str(Path(args.out).parent), Path(args.out).name
+        artifacts = workflow.export(model, splits, contract, cfg)
+        for a in artifacts:
+            print(f"{a.status:7s} {a.format:12s} {a.path}  {a.reason}")
+        return 0 if all(a.status == "ok" for a in artifacts) else 1
+    raise AssertionError(args.command)  # argparse guarantees a known command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""A compact MobileNetV2-style classifier sized for 28x28 to 96x96 inputs.
+
+Depthwise-separable convolutions in inverted residual blocks (expand 1x1 -> depthwise 3x3 ->
+project 1x1, residual when shapes match), ReLU6, optional squeeze-and-excitation. Built from
+builtin tf_keras layers only, so tfmot (pruning, QAT, clustering) and the TFLite converter accept
+it. Inputs smaller than 64 px keep full resolution in the stem (stride 1) so 28x28 images are not
+reduced to nothing.
+"""
+
+from __future__ import annotations
+
+from kvision._keras import keras
+from kvision.models.registry import register_model
+
+layers = keras.layers
+
+# (expansion, output channels, repeats, first stride)
+_BLOCKS = (
+    (1, 16, 1, 1),
+    (4, 24, 2, 2),
+    (4, 40, 2, 2),
+    (4, 80, 2, 1),
+    (4, 112, 1, 1),
+)
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+def _conv_bn(x, filters, kernel, stride, name, act=True, l2=None):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                      kernel_regularizer=l2, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+    if act:
+        x = layers.ReLU(6.0, name=f"{name}_relu")(x)
+    return x
+
+
+def _squeeze_excite(x, channels, name, ratio=4):
+    s = layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
+    s = layers.Conv2D(max(8, channels // ratio), 1, activation="relu", name=f"{name}_se_reduce")(s)
+    s = layers.Conv2D(channels, 1, activation="hard_sigmoid", name=f"{name}_se_expand")(s)
+    return layers.Multiply(name=f"{name}_se_scale")([x, s])
+
+
+def _inverted_residual(x, expansion, filters, stride, se, name):
+    in_ch = x.shape[-1]
+    y = x
+    if expansion != 1:
+        y = _conv_bn(y, _make_divisible(in_ch * expansion), 1, 1, f"{name}_expand")
+    y = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False,
+                               name=f"{name}_dw")(y)
+    y = layers.BatchNormalization(momentum=0.9, name=f"{name}_dw_bn")(y)
+    y = layers.ReLU(6.0, name=f"{name}_dw_relu")(y)
+    if se:
+        y = _squeeze_excite(y, y.shape[-1], name)
+    y = _conv_bn(y, filters, 1, 1, f"{name}_project", act=False)
+    if stride == 1 and in_ch == filters:
+        y = layers.Add(name=f"{name}_add")([x, y])
+    return y
+
+
+@register_model("compact_mobilenet")
+def compact_mobilenet(input_shape, num_classes, width: float = 1.0, squeeze_excite: bool = False,
+                      dropout: float = 0.2, head_channels: int = 256):
+    """Compact MobileNetV2-style network.
+
+    Args:
+        input_shape: ``(height, width, channels)``, 28..96 px recommended.
+        num_classes: number of classes.
+        width: channel multiplier (default 1.0).
+        squeeze_excite: add squeeze-and-excitation to blocks after the first (default False).
+        dropout: dropout before the classifier (default 0.2).
+        head_channels: channels of the last 1x1 conv (default 256).
+
+    Example:
+        >>> m = compact_mobilenet((28, 28, 1), 10)
+        >>> m.output_shape
+        (None, 10)
+    """
+    if width <= 0:
+        raise ValueError(f"`width` should be > 0. Received: width={width}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
+    inputs = keras.Input(shape=input_shape, name="images")
+    stem_stride = 1 if min(input_shape[:2]) < 64 else 2
+    x = _conv_bn(inputs, _make_divisible(32 * width), 3, stem_stride, "stem")
+    for b, (t, c, n, s) in enumerate(_BLOCKS):
+        for i in range(n):
+            x = _inverted_residual(x, t, _make_divisible(c * width), s if i == 0 else 1,
+                                   se=squeeze_excite and b > 0, name=f"block{b + 1}_{i + 1}")
+    x = _conv_bn(x, _make_divisible(head_channels * max(1.0, width)), 1, 1, "head")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="compact_mobilenet")

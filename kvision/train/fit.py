@@ -1,0 +1,261 @@
+"""Keras ``fit`` with the callbacks every run needs, resumable after a crash.
+
+``fit`` compiles the model with a warm-up + cosine learning-rate schedule and trains it with:
+best-checkpoint saving (``checkpoints/best.keras``), a backup of the last finished epoch
+(``backup/``, so a killed run restarted with the same command continues from there), a CSV log
+(``history.csv``), TensorBoard logs (``logs/``), optional early stopping and class weights::
+
+    result = fit(model, train_ds, val_ds, TrainConfig(epochs=3), run_dir="runs/demo")
+    result.best_val_accuracy, result.checkpoint
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from kvision._keras import keras, require_tf_keras_model
+from kvision.config import TrainConfig
+from kvision.io import atomic_write_json
+
+BEST_CHECKPOINT = "checkpoints/best.keras"
+HISTORY_CSV = "history.csv"
+DONE_FILE = "training.json"
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` did.
+
+    Args:
+        history: metric name -> per-epoch values over the whole run (resumed epochs included).
+        epochs_run: epochs trained in this call.
+        resumed_from_epoch: epochs already done when this call started (``None`` for a fresh run).
+        best_epoch: 1-based epoch with the best validation accuracy.
+        best_val_accuracy: that accuracy.
+        checkpoint: path of the best checkpoint.
+        history_csv: path of the CSV log.
+    """
+
+    history: dict = field(default_factory=dict)
+    epochs_run: int = 0
+    resumed_from_epoch: int | None = None
+    best_epoch: int | None = None
+    best_val_accuracy: float | None = None
+    checkpoint: str = ""
+    history_csv: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_optimizer(cfg: TrainConfig, steps_per_epoch: int):
+    """Optimizer with linear warm-up then cosine decay over ``cfg.epochs`` epochs."""
+    total = max(1, int(cfg.epochs * steps_per_epoch))
+    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else cfg.learning_rate,
+        decay_steps=max(1, total - warmup),
+        alpha=0.0,
+        warmup_target=cfg.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(schedule)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+    raise ValueError(f"`optimizer` should be one of adam, adamw, sgd. Received: {cfg.optimizer!r}")
+
+
+def compile_model(model, cfg: TrainConfig, steps_per_epoch: int):
+    """Compile ``model`` for classification with ``cfg``'s optimizer and loss."""
+    if cfg.label_smoothing:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+    else:
+        loss = keras.losses.SparseCategoricalCrossentropy()
+    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch), loss=loss,
+                  metrics=["accuracy"])
+    return model
+
+
+def class_weights_for(labels, setting, num_classes: int) -> dict | None:
+    """Resolve ``TrainConfig.class_weights`` (None, "balanced" or a mapping) to Keras' dict form."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+        if (counts == 0).any():
+            missing = [int(i) for i in np.flatnonzero(counts == 0)]
+            raise ValueError(f"`class_weights=balanced` needs every class in the training data; "
+                             f"classes {missing} have no samples.")
+        weights = counts.sum() / (num_classes * counts)
+        return {i: float(w) for i, w in enumerate(weights)}
+    if isinstance(setting, dict):
+        out = {}
+        for k, v in setting.items():
+            k = int(k)
+            if not 0 <= k < num_classes:
+                raise ValueError(f"`class_weights` has class {k}, outside 0..{num_classes - 1}.")
+            out[k] = float(v)
+        return out
+    raise ValueError(f"`class_weights` should be null, 'balanced' or a mapping. Received: {setting!r}")
+
+
+def fit(model, train_ds, val_ds, cfg: TrainConfig, run_dir, steps_per_epoch: int | None = None,
+        class_weight: dict | None = None, callbacks=(), verbose: int | str = "auto") -> FitResult:
+    """Train ``model`` with Keras ``fit``; resumable, checkpointed and logged under ``run_dir``.
+
+    Args:
+        model: a tf_keras model (a Keras 3 model raises a ``TypeError`` that explains why).
+        train_ds: ``tf.data.Dataset`` of ``(images, labels)`` batches (integer labels).
+        val_ds: validation dataset of the same form (or ``None``).
+        cfg: training settings (epochs, learning rate, schedule, optimizer ...).
+        run_dir: the run directory; created if needed.
+        steps_per_epoch: steps per epoch; default: the dataset's cardinality (or
+            ``cfg.steps_per_epoch`` when set).
+        class_weight: Keras class weights (see :func:`class_weights_for`).
+        callbacks: extra Keras callbacks.
+        verbose: Keras verbosity; ``"auto"`` shows the progress bar on a terminal and one line per
+            epoch otherwise.
+
+    Returns:
+        A :class:`FitResult`. The model holds the weights of the last epoch; the best ones are in
+        ``result.checkpoint``.
+
+    Example:
+        >>> result = fit(model, train_ds, val_ds, TrainConfig(epochs=2), "runs/demo")  # doctest: +SKIP
+    """
+    require_tf_keras_model(model)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    steps = _steps_per_epoch(train_ds, steps_per_epoch or cfg.steps_per_epoch)
+    if cfg.label_smoothing:
+        num_classes = int(model.output_shape[-1])
+        one_hot = lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes))  # noqa: E731
+        train_ds = train_ds.map(one_hot)
+        val_ds = val_ds.map(one_hot) if val_ds is not None else None
+    compile_model(model, cfg, steps)
+
+    history_csv = run_dir / HISTORY_CSV
+    done_before = _read_history(history_csv)
+    backup_dir = run_dir / "backup"
+    resumed_from = len(done_before.get("epoch", [])) if has_backup(run_dir) and done_before else None
+    if not has_backup(run_dir) and history_csv.exists():
+        history_csv.unlink()  # a fresh run: the old log belongs to a finished or abandoned run
+        done_before = {}
+
+    monitor = "val_accuracy" if val_ds is not None else "accuracy"
+    best_so_far = max(done_before.get(monitor, []), default=None)
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    cbs = [
+        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch",
+                                         delete_checkpoint=True),
+        _LearningRateLogger(),
+        keras.callbacks.ModelCheckpoint(str(run_dir / BEST_CHECKPOINT), monitor=monitor,
+                                        mode="max", save_best_only=True,
+                                        initial_value_threshold=best_so_far),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False,
+                                    profile_batch=0),
+    ]
+    if cfg.early_stopping:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
+                                                 patience=cfg.early_stopping,
+                                                 restore_best_weights=False))
+    cbs.extend(callbacks)
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
+
+    keras_history = model.fit(
+        train_ds.repeat() if cfg.steps_per_epoch or steps_per_epoch else train_ds,
+        validation_data=val_ds,
+        epochs=cfg.epochs,
+        steps_per_epoch=steps if (cfg.steps_per_epoch or steps_per_epoch) else None,
+        class_weight=class_weight,
+        callbacks=cbs,
+        verbose=verbose,
+    )
+    history = _read_history(history_csv)
+    values = history.get(monitor, [])
+    best_epoch = int(np.argmax(values)) + 1 if values else None
+    result = FitResult(
+        history=history,
+        epochs_run=len(keras_history.epoch),
+        resumed_from_epoch=resumed_from,
+        best_epoch=best_epoch,
+        best_val_accuracy=float(max(values)) if values else None,
+        checkpoint=str(run_dir / BEST_CHECKPOINT),
+        history_csv=str(history_csv),
+    )
+    atomic_write_json(run_dir / DONE_FILE, result.to_dict())
+    return result
+
+
+def training_done(run_dir) -> FitResult | None:
+    """The saved :class:`FitResult` of a finished training in ``run_dir``, else ``None``."""
+    p = Path(run_dir) / DONE_FILE
+    if not p.is_file() or has_backup(run_dir):
+        return None
+    return FitResult(**json.loads(p.read_text()))
+
+
+def has_backup(run_dir) -> bool:
+    """True when ``run_dir`` holds the backup of an interrupted training (Keras leaves the folder)."""
+    backup = Path(run_dir) / "backup"
+    return backup.is_dir() and any(backup.iterdir())
+
+
+class _LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate at the end of each epoch to the logs (so CSV and curves show it)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        lr = self.model.optimizer.learning_rate
+        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+            lr = lr(self.model.optimizer.iterations)
+        logs["learning_rate"] = float(keras.backend.get_value(lr))
+
+
+def _steps_per_epoch(ds, requested: int | None) -> int:
+    if requested:
+        if requested < 1:
+            raise ValueError(f"`steps_per_epoch` should be >= 1. Received: {requested}")
+        return int(requested)
+    n = int(ds.cardinality())
+    if n < 0:
+        raise ValueError("The training dataset has unknown length: pass `steps_per_epoch` "
+                         "(or set train.steps_per_epoch).")
+    if n == 0:
+        raise ValueError("The training dataset is empty.")
+    return n
+
+
+def _read_history(path: Path) -> dict:
+    """Per-epoch history from the CSV log; a repeated epoch (crash between writes) keeps the last."""
+    if not path.is_file():
+        return {}
+    rows: dict[int, dict] = {}
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            try:
+                rows[int(row["epoch"])] = row
+            except (KeyError, ValueError):
+                continue
+    history: dict[str, list] = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            try:
+                history.setdefault(key, []).append(float(value) if key != "epoch" else int(value))
+            except (TypeError, ValueError):
+                history.setdefault(key, []).append(math.nan)
+    return history

@@ -1,0 +1,420 @@
+"""Config-driven stages behind the CLI: train, evaluate, export, benchmark, predict, pipeline.
+
+Each function takes a :class:`~kvision.config.PipelineConfig` (plus paths) and returns plain
+data; ``run_pipeline`` chains them and writes ``report.json`` / ``report.md`` / ``report.html``::
+
+    from kvision.config import load_config
+    from kvision.workflow import run_pipeline
+    report = run_pipeline(load_config(overrides=["train.epochs=1", "data.limit=2000"]))
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from kvision.config import ConfigError, PipelineConfig, save_config, to_dict
+from kvision.io import atomic_write_json
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class TrainedRun:
+    """What ``train`` leaves behind: the best model, its contract, data and training facts."""
+
+    model: object
+    contract: object
+    splits: object
+    fit: object
+    augment: dict
+    wall_s: float
+
+
+def prepare_run_dir(cfg: PipelineConfig, fresh: bool = False) -> Path:
+    """Create the run directory and save the resolved config.
+
+    A run directory holding a different config is never silently reused: it raises a
+    ``ConfigError`` telling to pick another ``name`` or pass ``fresh``. With ``fresh`` the old
+    training state (backup, checkpoints, logs) is removed first.
+    """
+    import shutil
+
+    run_dir = cfg.run_dir
+    saved = run_dir / CONFIG_FILE
+    if saved.is_file() and not fresh:
+        from kvision.config import load_config
+
+        try:
+            previous = load_config(saved)
+        except ConfigError:
+            previous = None
+        if previous is None or _training_part(previous) != _training_part(cfg):
+            raise ConfigError(
+                f"Run directory {run_dir} holds a run with a different data/model/training config. "
+                f"Choose another run name (name=...) or pass --fresh to start it again.")
+    if fresh and run_dir.exists():
+        for sub in ("backup", "checkpoints", "logs", "history.csv", "training.json"):
+            p = run_dir / sub
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, saved)
+    return run_dir
+
+
+def _training_part(cfg: PipelineConfig) -> dict:
+    d = to_dict(cfg)
+    return {k: d[k] for k in ("data", "augment", "model", "train")}
+
+
+def load_data(cfg: PipelineConfig):
+    """Load and split the dataset; write the list of bad files into the run directory."""
+    from kvision.data import load_dataset
+
+    splits = load_dataset(cfg.data, seed=cfg.train.seed)
+    if splits.bad_files:
+        from kvision.data.folders import write_bad_files
+
+        write_bad_files(splits.bad_files, cfg.run_dir / "bad_files.csv")
+    return splits
+
+
+def make_model(cfg: PipelineConfig, splits):
+    """Build the configured model for the dataset (input size/channels from config or data)."""
+    from kvision.models import build_model
+
+    h, w = cfg.model.input_size or splits.image_size
+    c = cfg.model.channels or splits.channels
+    model = build_model(cfg.model.name, (int(h), int(w), int(c)), splits.num_classes,
+                        labels=splits.class_names, **cfg.model.options)
+    if cfg.model.weights:
+        path = Path(cfg.model.weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"`model.weights` file not found: {path}")
+        model.load_weights(str(path))
+    return model
+
+
+def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRun:
+    """Train (or resume, or reuse a finished training of the same config) and load the best model."""
+    from kvision._keras import keras, load_model
+    from kvision.data import build_dataset
+    from kvision.models import InputContract, attach_contract
+    from kvision.train import BEST_CHECKPOINT, class_weights_for, fit, training_done
+
+    t0 = time.perf_counter()
+    run_dir = prepare_run_dir(cfg, fresh=fresh)
+    keras.utils.set_random_seed(cfg.train.seed)
+    splits = load_data(cfg)
+    model = make_model(cfg, splits)
+    contract = InputContract.from_model(model)
+    contract.save(run_dir / "checkpoints")
+
+    augment_info = {"enabled": cfg.augment.enabled, "transforms": [], "preview_png": None}
+    augmenter = None
+    if cfg.augment.enabled and cfg.augment.transforms:
+        from kvision.augment import build_augmenter, write_preview
+
+        augmenter = build_augmenter(cfg.augment.transforms, seed=cfg.train.seed)
+        augment_info["transforms"] = augmenter.to_config()
+        if cfg.augment.preview:
+            sample = splits.train.images[:16] if splits.train.images is not None else None
+            if sample is None:
+                from kvision.data.folders import load_image
+
+                sample = np.stack([load_image(f, contract.channels, contract.shape[:2])
+                                   for f in splits.train.files[:16]])
+            write_preview(sample, augmenter, run_dir / "augment_preview.png", seed=cfg.train.seed)
+            augment_info["preview_png"] = "augment_preview.png"
+
+    result = training_done(run_dir)
+    if result is None:
+        bs, seed = cfg.data.batch_size, cfg.train.seed
+        train_ds = build_dataset(splits.train, contract, bs, training=True, augmenter=augmenter,
+                                 seed=seed, cache=cfg.data.cache, on_error=cfg.data.on_error)
+        val_ds = None
+        if splits.val is not None:
+            val_ds = build_dataset(splits.val, contract, bs, cache=cfg.data.cache,
+                                   on_error=cfg.data.on_error)
+        weights = class_weights_for(splits.train.labels, cfg.train.class_weights,
+                                    splits.num_classes)
+        result = fit(model, train_ds, val_ds, cfg.train, run_dir, class_weight=weights,
+                     verbose=verbose)
+    else:
+        print(f"Training in {run_dir} already finished (epoch {result.best_epoch} best); "
+              "reusing its checkpoint. Pass --fresh to train again.")
+    best = run_dir / BEST_CHECKPOINT
+    if best.is_file():
+        model = attach_contract(load_model(best), contract)
+    return TrainedRun(model, contract, splits, result, augment_info, time.perf_counter() - t0)
+
+
+def predict_probabilities(model, split, contract, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities of a Keras model over a split."""
+    from kvision.data import build_dataset
+
+    ds = build_dataset(split, contract, batch_size, training=False, cache=False)
+    return model.predict(ds.map(lambda x, y: x), verbose=0)
+
+
+def evaluate(model, splits, contract, run_dir: Path, history_csv: str | None = None) -> dict:
+    """Test-set metrics, confusion matrix (PNG + JSON) and training curves (PNG)."""
+    from kvision.evaluate import (
+        classification_metrics,
+        plot_confusion_matrix,
+        plot_training_curves,
+    )
+
+    split = splits.test if splits.test is not None else splits.val
+    name = "test" if splits.test is not None else "val"
+    probs = predict_probabilities(model, split, contract)
+    metrics = classification_metrics(split.labels, probs, contract.labels)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), contract.labels,
+                          run_dir / "confusion_matrix.png")
+    out = {"split": name, **metrics, "confusion_matrix_png": "confusion_matrix.png",
+           "metrics_json": "metrics.json"}
+    if history_csv and Path(history_csv).is_file():
+        plot_training_curves(history_csv, run_dir / "training_curves.png")
+    return out
+
+
+def export(model, splits, contract, cfg: PipelineConfig):
+    """Export SavedModel + float32 TFLite into ``<run>/export`` and verify each artifact."""
+    from kvision.data import build_dataset
+    from kvision.export import export as export_artifacts
+
+    split = splits.val if splits.val is not None else splits.train
+    n = min(cfg.export.verify_samples, len(split))
+    ds = build_dataset(split.subset(np.arange(n)), contract, n, training=False, cache=False)
+    samples = next(iter(ds))[0].numpy()
+    return export_artifacts(model, cfg.run_dir / "export", samples, formats=cfg.export.formats,
+                            model_name=cfg.export.model_name, version=cfg.export.version,
+                            atol=cfg.export.atol, contract=contract)
+
+
+def benchmark(artifacts, model, splits, contract, cfg: PipelineConfig, keras_accuracy: float):
+    """Accuracy on the test set and batch-1 latency of every artifact (and the Keras model)."""
+    from kvision.data import build_dataset
+    from kvision.evaluate import measure_latency
+
+    split = splits.test if splits.test is not None else splits.val
+    if cfg.benchmark.eval_limit:
+        split = split.subset(np.arange(min(cfg.benchmark.eval_limit, len(split))))
+    ds = build_dataset(split, contract, 256, training=False, cache=False)
+    x = np.concatenate([b.numpy() for b, _ in ds])
+    one = x[:1]
+    b = cfg.benchmark
+    for art in artifacts:
+        if art.status != "ok":
+            continue
+        try:
+            fn = _runner(art, b.threads)
+            probs = fn(x)
+            acc = float(np.mean(np.argmax(probs, -1) == split.labels))
+            art.metrics = {"accuracy": acc, "delta_vs_keras": acc - keras_accuracy, "n": len(x)}
+            art.latency = measure_latency(lambda v, f=fn: f(v), one, warmup=b.warmup, runs=b.runs)
+            art.latency["threads"] = b.threads
+        except Exception as exc:  # a broken artifact is a row with a reason
+            art.status, art.reason = "failed", f"benchmark failed: {exc}"
+    return artifacts
+
+
+def _runner(art, threads: int):
+    if art.format == "tflite":
+        from kvision.export import LiteRTModel
+
+        m = LiteRTModel(art.path, num_threads=threads)
+        return m.predict
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(art.path)
+    sig = loaded.signatures["serving_default"]
+
+    def run(x):
+        out = []
+        for i in range(0, len(x), 512):
+            out.append(sig(images=tf.constant(x[i : i + 512]))["probabilities"].numpy())
+        return np.concatenate(out)
+
+    return run
+
+
+def keras_row(model, accuracy: float, cfg: PipelineConfig, sample) -> dict:
+    """The reference row for the Keras model itself."""
+    import tensorflow as tf
+
+    from kvision.evaluate import measure_latency
+
+    path = cfg.run_dir / "checkpoints" / "best.keras"
+    size = path.stat().st_size if path.is_file() else 0
+    fn = tf.function(lambda v: model(v, training=False))
+    latency = measure_latency(lambda v: fn(v).numpy(), sample, warmup=cfg.benchmark.warmup,
+                              runs=cfg.benchmark.runs)
+    return {"name": "keras", "format": "keras", "path": str(path.relative_to(cfg.run_dir)),
+            "size_bytes": size, "gzip_bytes": _gzip_size(path) if size else 0, "status": "ok",
+            "reason": "", "metrics": {"accuracy": accuracy, "delta_vs_keras": 0.0,
+                                      "n": None}, "latency": latency, "checks": {}}
+
+
+def _gzip_size(path: Path) -> int:
+    import gzip
+
+    return len(gzip.compress(path.read_bytes(), compresslevel=9))
+
+
+def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> dict:
+    """train -> evaluate -> export -> benchmark -> report. Returns the report dict."""
+    import tensorflow as tf
+
+    import kvision
+    from kvision.report import write_report
+
+    t_start = time.perf_counter()
+    walls = {}
+    run = train(cfg, fresh=fresh, verbose=verbose)
+    walls["train"] = run.wall_s
+    run_dir = cfg.run_dir
+
+    t = time.perf_counter()
+    evaluation = evaluate(run.model, run.splits, run.contract, run_dir, run.fit.history_csv)
+    walls["evaluate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    artifacts = export(run.model, run.splits, run.contract, cfg)
+    walls["export"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    rows = []
+    if cfg.benchmark.enabled:
+        artifacts = benchmark(artifacts, run.model, run.splits, run.contract, cfg,
+                              evaluation["accuracy"])
+        sample = np.zeros((1, *run.contract.shape), np.float32)
+        rows.append(keras_row(run.model, evaluation["accuracy"], cfg, sample))
+    walls["benchmark"] = time.perf_counter() - t
+    walls["total"] = time.perf_counter() - t_start
+
+    for art in artifacts:
+        d = art.to_dict()
+        d["path"] = _relative(d["path"], run_dir)
+        rows.append(d)
+    data = run.splits.summary()
+    data["bad_files_path"] = "bad_files.csv" if run.splits.bad_files else None
+    fit = run.fit
+    report = {
+        "schema_version": 1,
+        "run": {
+            "name": cfg.name,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "kvision_version": kvision.__version__,
+            "tensorflow_version": tf.__version__,
+            "host": {"cpu_count": _cpu_count(), "platform": platform.platform(),
+                     "python": platform.python_version()},
+            "wall_time_s": walls,
+        },
+        "config": to_dict(cfg),
+        "data": data,
+        "augmentation": run.augment,
+        "training": {
+            "epochs": cfg.train.epochs,
+            "epochs_run": fit.epochs_run,
+            "resumed_from_epoch": fit.resumed_from_epoch,
+            "best_epoch": fit.best_epoch,
+            "best_val_accuracy": fit.best_val_accuracy,
+            "history_csv": "history.csv",
+            "curves_png": "training_curves.png",
+            "checkpoint": "checkpoints/best.keras",
+        },
+        "evaluation": evaluation,
+        "artifacts": rows,
+    }
+    write_report(report, run_dir)
+    return report
+
+
+def _relative(path: str, base: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _cpu_count() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
+    """Top-k labels for image files with a Keras model file, a SavedModel or a ``.tflite``."""
+    from kvision.data import model_inputs
+    from kvision.data.folders import load_image
+    from kvision.models import InputContract
+
+    model_path = Path(model_path)
+    contract = _contract_for(model_path)
+    if top_k < 1 or top_k > contract.num_classes:
+        raise ValueError(f"`top_k` should be between 1 and {contract.num_classes}. "
+                         f"Received: top_k={top_k}")
+    images = np.stack([load_image(f, contract.channels, (contract.height, contract.width))
+                       for f in files])
+    x = model_inputs(images, contract)
+    if model_path.suffix == ".tflite":
+        from kvision.export import LiteRTModel
+
+        probs = LiteRTModel(model_path).predict(x)
+    elif model_path.is_dir():
+        import tensorflow as tf
+
+        sig = tf.saved_model.load(str(model_path)).signatures["serving_default"]
+        probs = next(iter(sig(images=tf.constant(x)).values())).numpy()
+    else:
+        from kvision._keras import load_model
+
+        probs = load_model(model_path).predict(x, verbose=0)
+    out = []
+    for f, p in zip(files, probs, strict=True):
+        order = np.argsort(p)[::-1][:top_k]
+        out.append({"file": str(f), "top_k": [{"label": contract.labels[i], "index": int(i),
+                                               "probability": float(p[i])} for i in order]})
+    del InputContract
+    return out
+
+
+def _contract_for(model_path: Path):
+    from kvision.models import InputContract
+
+    candidates = [model_path.parent / "contract.json",
+                  model_path.with_suffix(".contract.json"),
+                  model_path / "assets.extra" / "contract.json",
+                  model_path / "contract.json"]
+    for c in candidates:
+        if c.is_file():
+            return InputContract.load(c)
+    if model_path.suffix in (".keras", ".h5") and model_path.is_file():
+        from kvision._keras import load_model
+
+        return InputContract.from_model(load_model(model_path))
+    if not model_path.exists():
+        raise FileNotFoundError(f"Model not found: {model_path}")
+    raise FileNotFoundError(f"No contract.json found for {model_path} (looked in "
+                            f"{', '.join(str(c) for c in candidates)}).")
+
+
+def load_report(run_dir) -> dict:
+    p = Path(run_dir) / "report.json"
+    if not p.is_file():
+        raise FileNotFoundError(f"No report.json in {run_dir}")
+    return json.loads(p.read_text())

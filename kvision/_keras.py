@@ -33,8 +33,10 @@ def require_tf_keras_model(obj, argument: str = "model"):
     if module.startswith("keras"):
         raise TypeError(
             f"`{argument}` is a Keras 3 object ({module}.{type(obj).__name__}); kvision needs a "
-            "tf_keras (Keras 2) model because tensorflow-model-optimization only supports tf_keras. "
-            "Build it with `import tf_keras as keras` (or set TF_USE_LEGACY_KERAS=1 before importing "
+            "tf_keras (Keras 2) model because tensorflow-model-optimization only supports "
+            "tf_keras. "
+            "Build it with `import tf_keras as keras` (or set TF_USE_LEGACY_KERAS=1 before "
+            "importing "
             "tensorflow), or save its weights and rebuild the architecture with kvision.models."
         )
     raise TypeError(

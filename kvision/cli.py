@@ -1,12 +1,12 @@
 """The ``kvision`` command: a thin mirror of :mod:`kvision.workflow`.
 
-    kvision pipeline                          # the main job: Fashion-MNIST, compact MobileNet
-    kvision train my.yaml train.epochs=3      # YAML config plus validated key=value overrides
-    kvision evaluate --model runs/x/checkpoints/best.keras
-    kvision export --model runs/x/checkpoints/best.keras
-    kvision predict --model runs/x/export/tflite/classifier_float32.tflite shirt.png
-    kvision config train.epochs=3             # print the resolved config
-    kvision list models
+kvision pipeline                          # the main job: Fashion-MNIST, compact MobileNet
+kvision train my.yaml train.epochs=3      # YAML config plus validated key=value overrides
+kvision evaluate --model runs/x/checkpoints/best.keras
+kvision export --model runs/x/checkpoints/best.keras
+kvision predict --model runs/x/export/tflite/classifier_float32.tflite shirt.png
+kvision config train.epochs=3             # print the resolved config
+kvision list models
 """
 
 from __future__ import annotations
@@ -25,56 +25,86 @@ Unknown keys are rejected with a suggestion; `kvision config` prints every field
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", nargs="*", metavar="[CONFIG.yaml] [key=value ...]",
-                   help="optional YAML config file followed by key=value overrides")
+    p.add_argument(
+        "config",
+        nargs="*",
+        metavar="[CONFIG.yaml] [key=value ...]",
+        help="optional YAML config file followed by key=value overrides",
+    )
 
 
 def _add_fresh(p):
-    p.add_argument("--fresh", action="store_true",
-                   help="discard the training state of an existing run with this name")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard the training state of an existing run with this name",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="kvision", description="Images to compressed, verified TFLite / TF Serving models.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="kvision",
+        description="Images to compressed, verified TFLite / TF Serving models.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     fmt = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser("pipeline", help="train -> evaluate -> export -> benchmark -> report "
-                       "(no arguments: the default Fashion-MNIST job)", epilog=_EPILOG,
-                       formatter_class=fmt)
+    p = sub.add_parser(
+        "pipeline",
+        help="train -> evaluate -> export -> benchmark -> report "
+        "(no arguments: the default Fashion-MNIST job)",
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
     _add_config_args(p)
     _add_fresh(p)
 
-    p = sub.add_parser("train", help="train a model (resumes an interrupted run)",
-                       epilog=_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "train",
+        help="train a model (resumes an interrupted run)",
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
     _add_config_args(p)
     _add_fresh(p)
 
-    p = sub.add_parser("evaluate", help="test-set metrics, confusion matrix and curves",
-                       epilog=_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "evaluate",
+        help="test-set metrics, confusion matrix and curves",
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
     _add_config_args(p)
     p.add_argument("--model", required=True, help="model file (.keras/.h5)")
     p.add_argument("--out", help="output folder (default: the run directory)")
 
-    p = sub.add_parser("export", help="SavedModel (TF Serving layout) + float32 TFLite, verified",
-                       epilog=_EPILOG, formatter_class=fmt)
+    p = sub.add_parser(
+        "export",
+        help="SavedModel (TF Serving layout) + float32 TFLite, verified",
+        epilog=_EPILOG,
+        formatter_class=fmt,
+    )
     _add_config_args(p)
     p.add_argument("--model", required=True, help="model file (.keras/.h5)")
     p.add_argument("--out", help="output folder (default: <run dir>/export)")
 
     p = sub.add_parser("predict", help="top-k labels for image files")
-    p.add_argument("--model", required=True,
-                   help="a .keras/.h5 file, a SavedModel version folder or a .tflite file")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a .keras/.h5 file, a SavedModel version folder or a .tflite file",
+    )
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP)")
     p.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    p = sub.add_parser("config", help="print the resolved config as YAML", epilog=_EPILOG,
-                       formatter_class=fmt)
+    p = sub.add_parser(
+        "config", help="print the resolved config as YAML", epilog=_EPILOG, formatter_class=fmt
+    )
     _add_config_args(p)
 
     p = sub.add_parser("list", help="list registered models or augmentation transforms")
@@ -92,8 +122,9 @@ def _load(args):
         elif i == 0:
             path = item
         else:
-            raise ConfigError(f"Argument {item!r} is neither the first (config file) nor "
-                              "key=value.")
+            raise ConfigError(
+                f"Argument {item!r} is neither the first (config file) nor key=value."
+            )
     return load_config(path, overrides)
 
 
@@ -118,6 +149,8 @@ def _is_user_error(exc) -> bool:
     from kvision.config import ConfigError
     from kvision.data import DatasetError
 
+    if "Bad image file" in str(exc):  # on_error=raise inside tf.data surfaces as a TF error
+        return True
     return isinstance(exc, ConfigError | DatasetError | FileNotFoundError | ValueError | TypeError)
 
 
@@ -161,8 +194,10 @@ def _dispatch(args) -> int:
         return 0 if all(a["status"] == "ok" for a in report["artifacts"]) else 1
     if args.command == "train":
         run = workflow.train(cfg, fresh=args.fresh)
-        print(f"best val accuracy {run.fit.best_val_accuracy} (epoch {run.fit.best_epoch}); "
-              f"checkpoint {run.fit.checkpoint}")
+        print(
+            f"best val accuracy {run.fit.best_val_accuracy} (epoch {run.fit.best_epoch}); "
+            f"checkpoint {run.fit.checkpoint}"
+        )
         return 0
 
     from kvision._keras import load_model
@@ -177,8 +212,10 @@ def _dispatch(args) -> int:
         out = Path(args.out) if args.out else cfg.run_dir
         out.mkdir(parents=True, exist_ok=True)
         result = workflow.evaluate(model, splits, contract, out)
-        print(f"{result['split']} accuracy {result['accuracy']:.4f}  macro F1 "
-              f"{result['macro_f1']:.4f}  (metrics: {out / 'metrics.json'})")
+        print(
+            f"{result['split']} accuracy {result['accuracy']:.4f}  macro F1 "
+            f"{result['macro_f1']:.4f}  (metrics: {out / 'metrics.json'})"
+        )
         return 0
     if args.command == "export":
         if args.out:

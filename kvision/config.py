@@ -73,8 +73,7 @@ class AugmentConfig:
     transforms: list = field(
         default_factory=lambda: [
             {"name": "flip", "mode": "horizontal"},
-            {"name": "translate", "factor": 0.1},
-            {"name": "erase", "p": 0.25, "max_area": 0.15},
+            {"name": "translate", "factor": 0.08, "fill_mode": "constant"},
         ]
     )
     preview: bool = True
@@ -117,12 +116,12 @@ class TrainConfig:
         steps_per_epoch: cap steps per epoch (quick runs); ``None`` = full epoch.
     """
 
-    epochs: int = 14
+    epochs: int = 9
     learning_rate: float = 3e-3
-    warmup_epochs: float = 1.0
+    warmup_epochs: float = 0.5
     optimizer: str = "adamw"
     weight_decay: float = 5e-5
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     early_stopping: int = 0
     class_weights: Any = None
     mixed_precision: bool = False
@@ -225,8 +224,9 @@ def from_dict(cls, data: dict | None, where: str = ""):
     return obj
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                cls=PipelineConfig):
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, cls=PipelineConfig
+):
     """Load a config from YAML (optional) and apply ``key=value`` overrides.
 
     Args:
@@ -277,8 +277,10 @@ def _apply_override(data: dict, item: str, cls) -> None:
         last = i == len(parts) - 1
         if dataclasses.is_dataclass(ftype):
             if last:
-                raise ConfigError(f"`{dotted}` is a section; set one of its fields, e.g. "
-                                  f"{dotted}.{dataclasses.fields(ftype)[0].name}=...")
+                raise ConfigError(
+                    f"`{dotted}` is a section; set one of its fields, e.g. "
+                    f"{dotted}.{dataclasses.fields(ftype)[0].name}=..."
+                )
             node = node.setdefault(part, {})
             target_cls = ftype
         elif not last and _is_dict_type(ftype):
@@ -307,8 +309,11 @@ def _is_dict_type(tp) -> bool:
 
 def _unknown_key_message(path: str, key: str, names: list[str]) -> str:
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
-    hint = f" Did you mean `{path.rsplit('.', 1)[0] + '.' if '.' in path else ''}{close[0]}`?" \
-        if close else ""
+    hint = (
+        f" Did you mean `{path.rsplit('.', 1)[0] + '.' if '.' in path else ''}{close[0]}`?"
+        if close
+        else ""
+    )
     return f"Unknown config key `{path}`.{hint} Allowed: {', '.join(names)}."
 
 
@@ -329,11 +334,15 @@ def _coerce(value, tp, path: str):
                 return _coerce(value, arg, path)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"`{path}` has an invalid value {value!r}; expected {_type_name(tp)}.")
+        raise (
+            errors[0]
+            if len(errors) == 1
+            else ConfigError(f"`{path}` has an invalid value {value!r}; expected {_type_name(tp)}.")
+        )
     base = origin or tp
-    bad = ConfigError(f"`{path}` should be {_type_name(tp)}. Received: {path.split('.')[-1]}="
-                      f"{value!r}")
+    bad = ConfigError(
+        f"`{path}` should be {_type_name(tp)}. Received: {path.split('.')[-1]}={value!r}"
+    )
     if base is bool:
         if isinstance(value, bool):
             return value
@@ -388,26 +397,32 @@ def _validate(obj, where: str) -> None:
         value = getattr(obj, f.name)
         choices = _CHOICES.get((section, f.name))
         if choices and value not in choices:
-            raise ConfigError(f"`{where}.{f.name}` should be one of {', '.join(choices)}. "
-                              f"Received: {f.name}={value!r}")
+            raise ConfigError(
+                f"`{where}.{f.name}` should be one of {', '.join(choices)}. "
+                f"Received: {f.name}={value!r}"
+            )
     if isinstance(obj, DataConfig):
         if not 0.0 <= obj.val_split < 1.0:
-            raise ConfigError(f"`data.val_split` should be in [0, 1). Received: "
-                              f"val_split={obj.val_split}")
+            raise ConfigError(
+                f"`data.val_split` should be in [0, 1). Received: val_split={obj.val_split}"
+            )
         if obj.batch_size < 1:
-            raise ConfigError(f"`data.batch_size` should be >= 1. Received: "
-                              f"batch_size={obj.batch_size}")
+            raise ConfigError(
+                f"`data.batch_size` should be >= 1. Received: batch_size={obj.batch_size}"
+            )
     if isinstance(obj, TrainConfig):
         if obj.epochs < 1:
             raise ConfigError(f"`train.epochs` should be >= 1. Received: epochs={obj.epochs}")
         if obj.learning_rate <= 0:
-            raise ConfigError(f"`train.learning_rate` should be > 0. Received: "
-                              f"learning_rate={obj.learning_rate}")
+            raise ConfigError(
+                f"`train.learning_rate` should be > 0. Received: learning_rate={obj.learning_rate}"
+            )
     if isinstance(obj, ExportConfig):
         allowed = ("saved_model", "tflite")
         for fmt in obj.formats:
             if fmt not in allowed:
-                raise ConfigError(f"`export.formats` entries should be in {allowed}. "
-                                  f"Received: {fmt!r}")
+                raise ConfigError(
+                    f"`export.formats` entries should be in {allowed}. Received: {fmt!r}"
+                )
         if obj.version < 1:
             raise ConfigError(f"`export.version` should be >= 1. Received: version={obj.version}")

@@ -14,7 +14,7 @@ import json
 import platform
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,8 @@ def prepare_run_dir(cfg: PipelineConfig, fresh: bool = False) -> Path:
         if previous is None or _training_part(previous) != _training_part(cfg):
             raise ConfigError(
                 f"Run directory {run_dir} holds a run with a different data/model/training config. "
-                f"Choose another run name (name=...) or pass --fresh to start it again.")
+                f"Choose another run name (name=...) or pass --fresh to start it again."
+            )
     if fresh and run_dir.exists():
         for sub in ("backup", "checkpoints", "logs", "history.csv", "training.json"):
             p = run_dir / sub
@@ -94,8 +95,13 @@ def make_model(cfg: PipelineConfig, splits):
 
     h, w = cfg.model.input_size or splits.image_size
     c = cfg.model.channels or splits.channels
-    model = build_model(cfg.model.name, (int(h), int(w), int(c)), splits.num_classes,
-                        labels=splits.class_names, **cfg.model.options)
+    model = build_model(
+        cfg.model.name,
+        (int(h), int(w), int(c)),
+        splits.num_classes,
+        labels=splits.class_names,
+        **cfg.model.options,
+    )
     if cfg.model.weights:
         path = Path(cfg.model.weights)
         if not path.is_file():
@@ -105,7 +111,7 @@ def make_model(cfg: PipelineConfig, splits):
 
 
 def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRun:
-    """Train (or resume, or reuse a finished training of the same config) and load the best model."""
+    """Train (or resume, or reuse a finished training of this config); load the best model."""
     from kvision._keras import keras, load_model
     from kvision.data import build_dataset
     from kvision.models import InputContract, attach_contract
@@ -131,27 +137,44 @@ def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRu
             if sample is None:
                 from kvision.data.folders import load_image
 
-                sample = np.stack([load_image(f, contract.channels, contract.shape[:2])
-                                   for f in splits.train.files[:16]])
+                sample = np.stack(
+                    [
+                        load_image(f, contract.channels, contract.shape[:2])
+                        for f in splits.train.files[:16]
+                    ]
+                )
             write_preview(sample, augmenter, run_dir / "augment_preview.png", seed=cfg.train.seed)
             augment_info["preview_png"] = "augment_preview.png"
 
     result = training_done(run_dir)
     if result is None:
         bs, seed = cfg.data.batch_size, cfg.train.seed
-        train_ds = build_dataset(splits.train, contract, bs, training=True, augmenter=augmenter,
-                                 seed=seed, cache=cfg.data.cache, on_error=cfg.data.on_error)
+        train_ds = build_dataset(
+            splits.train,
+            contract,
+            bs,
+            training=True,
+            augmenter=augmenter,
+            seed=seed,
+            cache=cfg.data.cache,
+            on_error=cfg.data.on_error,
+        )
         val_ds = None
         if splits.val is not None:
-            val_ds = build_dataset(splits.val, contract, bs, cache=cfg.data.cache,
-                                   on_error=cfg.data.on_error)
-        weights = class_weights_for(splits.train.labels, cfg.train.class_weights,
-                                    splits.num_classes)
-        result = fit(model, train_ds, val_ds, cfg.train, run_dir, class_weight=weights,
-                     verbose=verbose)
+            val_ds = build_dataset(
+                splits.val, contract, bs, cache=cfg.data.cache, on_error=cfg.data.on_error
+            )
+        weights = class_weights_for(
+            splits.train.labels, cfg.train.class_weights, splits.num_classes
+        )
+        result = fit(
+            model, train_ds, val_ds, cfg.train, run_dir, class_weight=weights, verbose=verbose
+        )
     else:
-        print(f"Training in {run_dir} already finished (epoch {result.best_epoch} best); "
-              "reusing its checkpoint. Pass --fresh to train again.")
+        print(
+            f"Training in {run_dir} already finished (epoch {result.best_epoch} best); "
+            "reusing its checkpoint. Pass --fresh to train again."
+        )
     best = run_dir / BEST_CHECKPOINT
     if best.is_file():
         model = attach_contract(load_model(best), contract)
@@ -179,10 +202,15 @@ def evaluate(model, splits, contract, run_dir: Path, history_csv: str | None = N
     probs = predict_probabilities(model, split, contract)
     metrics = classification_metrics(split.labels, probs, contract.labels)
     atomic_write_json(run_dir / "metrics.json", metrics)
-    plot_confusion_matrix(np.asarray(metrics["confusion_matrix"]), contract.labels,
-                          run_dir / "confusion_matrix.png")
-    out = {"split": name, **metrics, "confusion_matrix_png": "confusion_matrix.png",
-           "metrics_json": "metrics.json"}
+    plot_confusion_matrix(
+        np.asarray(metrics["confusion_matrix"]), contract.labels, run_dir / "confusion_matrix.png"
+    )
+    out = {
+        "split": name,
+        **metrics,
+        "confusion_matrix_png": "confusion_matrix.png",
+        "metrics_json": "metrics.json",
+    }
     if history_csv and Path(history_csv).is_file():
         plot_training_curves(history_csv, run_dir / "training_curves.png")
     return out
@@ -197,9 +225,17 @@ def export(model, splits, contract, cfg: PipelineConfig):
     n = min(cfg.export.verify_samples, len(split))
     ds = build_dataset(split.subset(np.arange(n)), contract, n, training=False, cache=False)
     samples = next(iter(ds))[0].numpy()
-    return export_artifacts(model, cfg.run_dir / "export", samples, formats=cfg.export.formats,
-                            model_name=cfg.export.model_name, version=cfg.export.version,
-                            atol=cfg.export.atol, contract=contract)
+    return export_artifacts(
+        model,
+        cfg.run_dir / "export",
+        samples,
+        formats=cfg.export.formats,
+        model_name=cfg.export.model_name,
+        version=cfg.export.version,
+        atol=cfg.export.atol,
+        contract=contract,
+        overwrite=True,
+    )
 
 
 def benchmark(artifacts, model, splits, contract, cfg: PipelineConfig, keras_accuracy: float):
@@ -231,7 +267,7 @@ def benchmark(artifacts, model, splits, contract, cfg: PipelineConfig, keras_acc
 
 def _runner(art, threads: int):
     if art.format == "tflite":
-        from kvision.export import LiteRTModel
+        from kvision.export.litert import LiteRTModel
 
         m = LiteRTModel(art.path, num_threads=threads)
         return m.predict
@@ -258,12 +294,21 @@ def keras_row(model, accuracy: float, cfg: PipelineConfig, sample) -> dict:
     path = cfg.run_dir / "checkpoints" / "best.keras"
     size = path.stat().st_size if path.is_file() else 0
     fn = tf.function(lambda v: model(v, training=False))
-    latency = measure_latency(lambda v: fn(v).numpy(), sample, warmup=cfg.benchmark.warmup,
-                              runs=cfg.benchmark.runs)
-    return {"name": "keras", "format": "keras", "path": str(path.relative_to(cfg.run_dir)),
-            "size_bytes": size, "gzip_bytes": _gzip_size(path) if size else 0, "status": "ok",
-            "reason": "", "metrics": {"accuracy": accuracy, "delta_vs_keras": 0.0,
-                                      "n": None}, "latency": latency, "checks": {}}
+    latency = measure_latency(
+        lambda v: fn(v).numpy(), sample, warmup=cfg.benchmark.warmup, runs=cfg.benchmark.runs
+    )
+    return {
+        "name": "keras",
+        "format": "keras",
+        "path": str(path.relative_to(cfg.run_dir)),
+        "size_bytes": size,
+        "gzip_bytes": _gzip_size(path) if size else 0,
+        "status": "ok",
+        "reason": "",
+        "metrics": {"accuracy": accuracy, "delta_vs_keras": 0.0, "n": None},
+        "latency": latency,
+        "checks": {},
+    }
 
 
 def _gzip_size(path: Path) -> int:
@@ -296,8 +341,9 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
     t = time.perf_counter()
     rows = []
     if cfg.benchmark.enabled:
-        artifacts = benchmark(artifacts, run.model, run.splits, run.contract, cfg,
-                              evaluation["accuracy"])
+        artifacts = benchmark(
+            artifacts, run.model, run.splits, run.contract, cfg, evaluation["accuracy"]
+        )
         sample = np.zeros((1, *run.contract.shape), np.float32)
         rows.append(keras_row(run.model, evaluation["accuracy"], cfg, sample))
     walls["benchmark"] = time.perf_counter() - t
@@ -314,11 +360,14 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
         "schema_version": 1,
         "run": {
             "name": cfg.name,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "kvision_version": kvision.__version__,
             "tensorflow_version": tf.__version__,
-            "host": {"cpu_count": _cpu_count(), "platform": platform.platform(),
-                     "python": platform.python_version()},
+            "host": {
+                "cpu_count": _cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            },
             "wall_time_s": walls,
         },
         "config": to_dict(cfg),
@@ -366,13 +415,15 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
     model_path = Path(model_path)
     contract = _contract_for(model_path)
     if top_k < 1 or top_k > contract.num_classes:
-        raise ValueError(f"`top_k` should be between 1 and {contract.num_classes}. "
-                         f"Received: top_k={top_k}")
-    images = np.stack([load_image(f, contract.channels, (contract.height, contract.width))
-                       for f in files])
+        raise ValueError(
+            f"`top_k` should be between 1 and {contract.num_classes}. Received: top_k={top_k}"
+        )
+    images = np.stack(
+        [load_image(f, contract.channels, (contract.height, contract.width)) for f in files]
+    )
     x = model_inputs(images, contract)
     if model_path.suffix == ".tflite":
-        from kvision.export import LiteRTModel
+        from kvision.export.litert import LiteRTModel
 
         probs = LiteRTModel(model_path).predict(x)
     elif model_path.is_dir():
@@ -387,8 +438,15 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
     out = []
     for f, p in zip(files, probs, strict=True):
         order = np.argsort(p)[::-1][:top_k]
-        out.append({"file": str(f), "top_k": [{"label": contract.labels[i], "index": int(i),
-                                               "probability": float(p[i])} for i in order]})
+        out.append(
+            {
+                "file": str(f),
+                "top_k": [
+                    {"label": contract.labels[i], "index": int(i), "probability": float(p[i])}
+                    for i in order
+                ],
+            }
+        )
     del InputContract
     return out
 
@@ -396,10 +454,12 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
 def _contract_for(model_path: Path):
     from kvision.models import InputContract
 
-    candidates = [model_path.parent / "contract.json",
-                  model_path.with_suffix(".contract.json"),
-                  model_path / "assets.extra" / "contract.json",
-                  model_path / "contract.json"]
+    candidates = [
+        model_path.parent / "contract.json",
+        model_path.with_suffix(".contract.json"),
+        model_path / "assets.extra" / "contract.json",
+        model_path / "contract.json",
+    ]
     for c in candidates:
         if c.is_file():
             return InputContract.load(c)
@@ -409,8 +469,10 @@ def _contract_for(model_path: Path):
         return InputContract.from_model(load_model(model_path))
     if not model_path.exists():
         raise FileNotFoundError(f"Model not found: {model_path}")
-    raise FileNotFoundError(f"No contract.json found for {model_path} (looked in "
-                            f"{', '.join(str(c) for c in candidates)}).")
+    raise FileNotFoundError(
+        f"No contract.json found for {model_path} (looked in "
+        f"{', '.join(str(c) for c in candidates)})."
+    )
 
 
 def load_report(run_dir) -> dict:

@@ -13,9 +13,16 @@ def test_defaults_are_the_main_job():
 
 
 def test_overrides_are_typed():
-    cfg = load_config(overrides=["train.epochs=3", "train.learning_rate=1e-3",
-                                 "augment.enabled=false", "model.options.width=0.5",
-                                 "data.limit=100", "export.formats=[tflite]"])
+    cfg = load_config(
+        overrides=[
+            "train.epochs=3",
+            "train.learning_rate=1e-3",
+            "augment.enabled=false",
+            "model.options.width=0.5",
+            "data.limit=100",
+            "export.formats=[tflite]",
+        ]
+    )
     assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
     assert cfg.train.learning_rate == pytest.approx(1e-3)
     assert cfg.augment.enabled is False
@@ -31,19 +38,22 @@ def test_yaml_round_trip(tmp_path):
     assert to_dict(again) == to_dict(cfg)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epoch=3", "Did you mean `train.epochs`"),
-    ("trian.epochs=3", "Did you mean `train`"),
-    ("train.epochs=three", "`train.epochs` should be int"),
-    ("train.epochs=0", "`train.epochs` should be >= 1"),
-    ("augment.enabled=7", "`augment.enabled` should be bool"),
-    ("data.dataset=cifar", "`data.dataset` should be one of"),
-    ("data.on_error=ignore", "`data.on_error` should be one of skip, raise"),
-    ("data.val_split=1.5", "`data.val_split` should be in [0, 1)"),
-    ("export.formats=[onnx]", "`export.formats` entries should be in"),
-    ("train", "should look like key=value"),
-    ("train=3", "`train` is a section"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", "Did you mean `train.epochs`"),
+        ("trian.epochs=3", "Did you mean `train`"),
+        ("train.epochs=three", "`train.epochs` should be int"),
+        ("train.epochs=0", "`train.epochs` should be >= 1"),
+        ("augment.enabled=7", "`augment.enabled` should be bool"),
+        ("data.dataset=cifar", "`data.dataset` should be one of"),
+        ("data.on_error=ignore", "`data.on_error` should be one of skip, raise"),
+        ("data.val_split=1.5", "`data.val_split` should be in [0, 1)"),
+        ("export.formats=[onnx]", "`export.formats` entries should be in"),
+        ("train", "should look like key=value"),
+        ("train=3", "`train` is a section"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(overrides=[override])

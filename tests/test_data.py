@@ -30,8 +30,9 @@ def _write_idx(path, array):
 def _fake_mnist(root, n_train=40, n_test=20):
     rng = np.random.default_rng(1)
     for stem, n in (("train", n_train), ("t10k", n_test)):
-        _write_idx(root / f"{stem}-images-idx3-ubyte.gz",
-                   rng.integers(0, 255, (n, 28, 28), dtype=np.uint8))
+        _write_idx(
+            root / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 255, (n, 28, 28), dtype=np.uint8)
+        )
         _write_idx(root / f"{stem}-labels-idx1-ubyte.gz", np.arange(n) % 10)
     return root
 
@@ -74,9 +75,13 @@ def test_missing_dataset_says_how_to_get_it(tmp_path):
 
 
 def test_labels_out_of_range(tmp_path):
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((10, 8, 8), np.uint8),
-             y_train=np.array([0, 1] * 5), x_test=np.zeros((2, 8, 8), np.uint8),
-             y_test=np.array([0, 7]))
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=np.zeros((10, 8, 8), np.uint8),
+        y_train=np.array([0, 1] * 5),
+        x_test=np.zeros((2, 8, 8), np.uint8),
+        y_test=np.array([0, 7]),
+    )
     with pytest.raises(DatasetError, match="test label\\(s\\) out of range 0..1"):
         load_dataset(DataConfig(dataset="npz", path=str(tmp_path / "d.npz")))
 
@@ -125,8 +130,14 @@ def test_pipeline_training_shuffles_and_augments(tiny_images):
         calls.append(1)
         return 1.0 - x, y
 
-    ds = build_dataset(Split(labels, images=images), contract, batch_size=10, training=True,
-                       augmenter=augmenter, seed=0)
+    ds = build_dataset(
+        Split(labels, images=images),
+        contract,
+        batch_size=10,
+        training=True,
+        augmenter=augmenter,
+        seed=0,
+    )
     batches = list(ds)
     assert len(batches) == 6  # drop_remainder on training
     y = np.concatenate([b[1].numpy() for b in batches])

@@ -1,4 +1,4 @@
-"""Training: a run killed mid-way and restarted with the same command resumes from its last epoch."""
+"""Training: a killed run restarted with the same command resumes from its last epoch."""
 
 import csv
 import os
@@ -18,10 +18,22 @@ from kvision.train.fit import has_backup
 
 
 def _cli(tmp_path, tiny_npz, epochs):
-    return [sys.executable, "-m", "kvision.cli", "train", f"data.path={tiny_npz}",
-            "data.dataset=npz", "data.batch_size=8", "data.val_split=0.25",
-            f"runs_dir={tmp_path / 'runs'}", "name=resume", "model.name=compact_mobilenet",
-            "model.options.width=0.25", f"train.epochs={epochs}", "augment.enabled=false"]
+    return [
+        sys.executable,
+        "-m",
+        "kvision.cli",
+        "train",
+        f"data.path={tiny_npz}",
+        "data.dataset=npz",
+        "data.batch_size=8",
+        "data.val_split=0.25",
+        f"runs_dir={tmp_path / 'runs'}",
+        "name=resume",
+        "model.name=compact_mobilenet",
+        "model.options.width=0.25",
+        f"train.epochs={epochs}",
+        "augment.enabled=false",
+    ]
 
 
 def _epochs_logged(path):

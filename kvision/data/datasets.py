@@ -18,8 +18,18 @@ import numpy as np
 from kvision.config import DataConfig
 from kvision.data.idx import DatasetError, read_idx
 
-FASHION_MNIST_LABELS = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                        "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_LABELS = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 MNIST_LABELS = [str(i) for i in range(10)]
 
 _IDX_FILES = {
@@ -32,12 +42,15 @@ _DEFAULT_DIRS = {
 }
 _HOW_TO_GET = {
     "fashion_mnist": (
-        "Install it with `sudo apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu; files land in "
-        "/usr/share/datasets/fashion-mnist), pass data.path=DIR with the four IDX .gz files, or set "
+        "Install it with `sudo apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu; "
+        "files land in "
+        "/usr/share/datasets/fashion-mnist), pass data.path=DIR with the four IDX .gz files, "
+        "or set "
         "KVISION_ALLOW_DOWNLOAD=1 on a machine with internet to use keras' downloader."
     ),
     "mnist": (
-        "Pass data.path=DIR with the four MNIST IDX .gz files (train-images-idx3-ubyte.gz, ...), or set "
+        "Pass data.path=DIR with the four MNIST IDX .gz files (train-images-idx3-ubyte.gz, "
+        "...), or set "
         "KVISION_ALLOW_DOWNLOAD=1 on a machine with internet to use keras' downloader."
     ),
 }
@@ -101,8 +114,10 @@ class DatasetSplits:
             "source": self.source,
             "num_classes": self.num_classes,
             "labels": list(self.class_names),
-            "splits": {k: (len(s) if s is not None else 0)
-                       for k, s in (("train", self.train), ("val", self.val), ("test", self.test))},
+            "splits": {
+                k: (len(s) if s is not None else 0)
+                for k, s in (("train", self.train), ("val", self.val), ("test", self.test))
+            },
             "bad_files": len(self.bad_files),
         }
 
@@ -119,8 +134,10 @@ def load_dataset(cfg: DataConfig, seed: int = 0) -> DatasetSplits:
     elif cfg.dataset == "npz":
         splits = _load_npz(cfg.path)
     else:
-        raise DatasetError(f"`data.dataset` should be one of fashion_mnist, mnist, folder, npz. "
-                           f"Received: dataset={cfg.dataset!r}")
+        raise DatasetError(
+            f"`data.dataset` should be one of fashion_mnist, mnist, folder, npz. "
+            f"Received: dataset={cfg.dataset!r}"
+        )
     _check_labels(splits)
     if cfg.limit is not None:
         splits.train = splits.train.subset(np.arange(min(cfg.limit, len(splits.train))))
@@ -144,13 +161,15 @@ def split_train_val(split: Split, val_fraction: float, seed: int) -> tuple[Split
     val_mask = np.zeros(len(split), dtype=bool)
     val_mask[val_idx] = True
     if val_mask.all() or not val_mask.any():
-        raise DatasetError(f"`data.val_split={val_fraction}` leaves an empty split for "
-                           f"{len(split)} training images.")
+        raise DatasetError(
+            f"`data.val_split={val_fraction}` leaves an empty split for "
+            f"{len(split)} training images."
+        )
     return split.subset(np.flatnonzero(~val_mask)), split.subset(np.flatnonzero(val_mask))
 
 
 def find_idx_dir(dataset: str, path: str | None = None) -> Path:
-    """The folder holding ``dataset``'s four IDX files, or a ``DatasetError`` saying how to get it."""
+    """The folder with ``dataset``'s four IDX files, or a ``DatasetError`` saying how to get it."""
     candidates = [path] if path else _DEFAULT_DIRS[dataset]
     for c in candidates:
         d = Path(os.path.expanduser(c))
@@ -179,12 +198,21 @@ def _load_idx_dataset(dataset: str, path: str | None) -> DatasetSplits:
         images = read_idx(_idx_file(d, img_stem))
         labels = read_idx(_idx_file(d, lbl_stem))
         if images.ndim != 3 or len(images) != len(labels):
-            raise DatasetError(f"{d}: {img_stem} has shape {images.shape} but {lbl_stem} has "
-                               f"{len(labels)} labels.")
+            raise DatasetError(
+                f"{d}: {img_stem} has shape {images.shape} but {lbl_stem} has {len(labels)} labels."
+            )
         parts[split] = Split(labels, images=images[..., None])
     names = FASHION_MNIST_LABELS if dataset == "fashion_mnist" else MNIST_LABELS
-    return DatasetSplits(dataset, str(d), names, 1, parts["train"].images.shape[1:3],
-                         parts["train"], None, parts["test"])
+    return DatasetSplits(
+        dataset,
+        str(d),
+        names,
+        1,
+        parts["train"].images.shape[1:3],
+        parts["train"],
+        None,
+        parts["test"],
+    )
 
 
 def _download_with_keras(dataset: str) -> DatasetSplits:  # pragma: no cover - needs internet
@@ -194,35 +222,56 @@ def _download_with_keras(dataset: str) -> DatasetSplits:  # pragma: no cover - n
     try:
         (xtr, ytr), (xte, yte) = loader.load_data()
     except Exception as exc:
-        raise DatasetError(f"Downloading {dataset} with keras failed ({exc}). "
-                           f"{_HOW_TO_GET[dataset]}") from exc
+        raise DatasetError(
+            f"Downloading {dataset} with keras failed ({exc}). {_HOW_TO_GET[dataset]}"
+        ) from exc
     names = FASHION_MNIST_LABELS if dataset == "fashion_mnist" else MNIST_LABELS
-    return DatasetSplits(dataset, "keras downloader", names, 1, xtr.shape[1:3],
-                         Split(ytr, images=xtr[..., None]), None, Split(yte, images=xte[..., None]))
+    return DatasetSplits(
+        dataset,
+        "keras downloader",
+        names,
+        1,
+        xtr.shape[1:3],
+        Split(ytr, images=xtr[..., None]),
+        None,
+        Split(yte, images=xte[..., None]),
+    )
 
 
 def _load_folder_dataset(cfg: DataConfig) -> DatasetSplits:
     from kvision.data.folders import scan_image_folder
 
     if not cfg.path:
-        raise DatasetError("`data.path` is required for dataset=folder (a folder with one "
-                           "sub-folder per class).")
+        raise DatasetError(
+            "`data.path` is required for dataset=folder (a folder with one sub-folder per class)."
+        )
     train = scan_image_folder(cfg.path, on_error=cfg.on_error)
     bad = list(train.bad_files)
     test = None
     if cfg.test_path:
-        scan = scan_image_folder(cfg.test_path, on_error=cfg.on_error,
-                                 class_names=train.class_names)
+        scan = scan_image_folder(
+            cfg.test_path, on_error=cfg.on_error, class_names=train.class_names
+        )
         bad.extend(scan.bad_files)
         test = Split(scan.labels, files=scan.files)
-    return DatasetSplits("folder", str(cfg.path), train.class_names, train.channels,
-                         tuple(train.image_size), Split(train.labels, files=train.files), None,
-                         test, bad)
+    return DatasetSplits(
+        "folder",
+        str(cfg.path),
+        train.class_names,
+        train.channels,
+        tuple(train.image_size),
+        Split(train.labels, files=train.files),
+        None,
+        test,
+        bad,
+    )
 
 
 def _load_npz(path: str | None) -> DatasetSplits:
     if not path:
-        raise DatasetError("`data.path` is required for dataset=npz (a .npz with x_train, y_train).")
+        raise DatasetError(
+            "`data.path` is required for dataset=npz (a .npz with x_train, y_train)."
+        )
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"NumPy dataset not found: {p}")
@@ -233,13 +282,18 @@ def _load_npz(path: str | None) -> DatasetSplits:
     for key in ("x_train", "y_train"):
         if key not in data:
             raise DatasetError(f"{p} has no array `{key}` (found: {', '.join(data.files)}).")
-    return from_arrays(data["x_train"], data["y_train"],
-                       data["x_test"] if "x_test" in data else None,
-                       data["y_test"] if "y_test" in data else None, source=str(p))
+    return from_arrays(
+        data["x_train"],
+        data["y_train"],
+        data["x_test"] if "x_test" in data else None,
+        data["y_test"] if "y_test" in data else None,
+        source=str(p),
+    )
 
 
-def from_arrays(x_train, y_train, x_test=None, y_test=None, class_names=None,
-                source: str = "arrays") -> DatasetSplits:
+def from_arrays(
+    x_train, y_train, x_test=None, y_test=None, class_names=None, source: str = "arrays"
+) -> DatasetSplits:
     """Wrap NumPy arrays (uint8, ``(N,H,W)`` or ``(N,H,W,C)``) as a dataset (no val split yet)."""
 
     def prep(x, name):
@@ -247,12 +301,15 @@ def from_arrays(x_train, y_train, x_test=None, y_test=None, class_names=None,
         if x.ndim == 3:
             x = x[..., None]
         if x.ndim != 4 or x.shape[-1] not in (1, 3):
-            raise DatasetError(f"`{name}` should have shape (N, H, W) or (N, H, W, 1|3). "
-                               f"Received: {name}.shape={x.shape}")
+            raise DatasetError(
+                f"`{name}` should have shape (N, H, W) or (N, H, W, 1|3). "
+                f"Received: {name}.shape={x.shape}"
+            )
         if x.dtype != np.uint8:
             if x.min() < 0 or x.max() > 255:
-                raise DatasetError(f"`{name}` should hold pixel values 0..255. Received range "
-                                   f"{x.min()}..{x.max()}")
+                raise DatasetError(
+                    f"`{name}` should hold pixel values 0..255. Received range {x.min()}..{x.max()}"
+                )
             x = x.astype(np.uint8)
         return x
 
@@ -260,8 +317,9 @@ def from_arrays(x_train, y_train, x_test=None, y_test=None, class_names=None,
     num_classes = int(np.max(y_train)) + 1 if class_names is None else len(class_names)
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     test = Split(y_test, images=prep(x_test, "x_test")) if x_test is not None else None
-    return DatasetSplits("npz", source, names, xtr.shape[-1], xtr.shape[1:3],
-                         Split(y_train, images=xtr), None, test)
+    return DatasetSplits(
+        "npz", source, names, xtr.shape[-1], xtr.shape[1:3], Split(y_train, images=xtr), None, test
+    )
 
 
 def _check_labels(splits: DatasetSplits) -> None:
@@ -276,4 +334,5 @@ def _check_labels(splits: DatasetSplits) -> None:
             first = int(np.flatnonzero(bad)[0])
             raise DatasetError(
                 f"{splits.source}: {int(bad.sum())} {name} label(s) out of range 0..{k - 1} "
-                f"(first at index {first}: {int(split.labels[first])}).")
+                f"(first at index {first}: {int(split.labels[first])})."
+            )

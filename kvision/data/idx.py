@@ -40,4 +40,8 @@ def read_idx(path: str | Path) -> np.ndarray:
             f"{path} is truncated or corrupt: header says {shape} ({expected} bytes of data), "
             f"file has {len(data) - header}."
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(data, dtype=dtype, offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )

@@ -17,9 +17,17 @@ from kvision.models.contract import InputContract
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def build_dataset(split: Split, contract: InputContract, batch_size: int = 128,
-                  training: bool = False, augmenter=None, seed: int = 0, cache: bool = True,
-                  on_error: str = "skip", drop_remainder: bool | None = None) -> tf.data.Dataset:
+def build_dataset(
+    split: Split,
+    contract: InputContract,
+    batch_size: int = 128,
+    training: bool = False,
+    augmenter=None,
+    seed: int = 0,
+    cache: bool = True,
+    on_error: str = "skip",
+    drop_remainder: bool | None = None,
+) -> tf.data.Dataset:
     """A batched ``tf.data.Dataset`` of ``(model_inputs, labels)`` for one split.
 
     Args:
@@ -57,8 +65,10 @@ def build_dataset(split: Split, contract: InputContract, batch_size: int = 128,
     if training and augmenter is not None:
         ds = ds.map(augmenter, num_parallel_calls=AUTOTUNE)
     if not _is_identity(contract):
-        ds = ds.map(lambda x, y: (x * (255.0 * contract.scale) + contract.offset, y),
-                    num_parallel_calls=AUTOTUNE)
+        ds = ds.map(
+            lambda x, y: (x * (255.0 * contract.scale) + contract.offset, y),
+            num_parallel_calls=AUTOTUNE,
+        )
     return ds.prefetch(AUTOTUNE)
 
 

@@ -3,5 +3,11 @@
 from kvision.models.contract import InputContract, attach_contract
 from kvision.models.registry import build_model, get_builder, list_models, register_model
 
-__all__ = ["InputContract", "attach_contract", "build_model", "get_builder", "list_models",
-           "register_model"]
+__all__ = [
+    "InputContract",
+    "attach_contract",
+    "build_model",
+    "get_builder",
+    "list_models",
+    "register_model",
+]

@@ -47,7 +47,9 @@ class InputContract:
         for name in ("height", "width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
+                raise ValueError(
+                    f"`{name}` should be a positive integer. Received: {name}={value!r}"
+                )
         if self.channels not in (1, 3):
             raise ValueError(f"`channels` should be 1 or 3. Received: channels={self.channels!r}")
 

@@ -44,7 +44,9 @@ def get_builder(name: str) -> Callable:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" Did you mean `{close[0]}`?" if close else ""
-        raise ValueError(f"Unknown model `{name}`.{hint} Available: {', '.join(sorted(_REGISTRY))}.")
+        raise ValueError(
+            f"Unknown model `{name}`.{hint} Available: {', '.join(sorted(_REGISTRY))}."
+        )
     return _REGISTRY[name]
 
 
@@ -65,8 +67,10 @@ def build_model(name: str, input_shape, num_classes: int, labels=None, **options
 
     builder = get_builder(name)
     if len(tuple(input_shape)) != 3:
-        raise ValueError(f"`input_shape` should be (height, width, channels). "
-                         f"Received: input_shape={tuple(input_shape)}")
+        raise ValueError(
+            f"`input_shape` should be (height, width, channels). "
+            f"Received: input_shape={tuple(input_shape)}"
+        )
     if int(num_classes) < 2:
         raise ValueError(f"`num_classes` should be >= 2. Received: num_classes={num_classes}")
     params = inspect.signature(builder).parameters

@@ -10,5 +10,12 @@ from kvision.train.fit import (
     training_done,
 )
 
-__all__ = ["BEST_CHECKPOINT", "FitResult", "build_optimizer", "class_weights_for",
-           "compile_model", "fit", "training_done"]
+__all__ = [
+    "BEST_CHECKPOINT",
+    "FitResult",
+    "build_optimizer",
+    "class_weights_for",
+    "compile_model",
+    "fit",
+    "training_done",
+]

@@ -82,8 +82,7 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int):
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch), loss=loss,
-                  metrics=["accuracy"])
+    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch), loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -95,8 +94,10 @@ def class_weights_for(labels, setting, num_classes: int) -> dict | None:
         counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
         if (counts == 0).any():
             missing = [int(i) for i in np.flatnonzero(counts == 0)]
-            raise ValueError(f"`class_weights=balanced` needs every class in the training data; "
-                             f"classes {missing} have no samples.")
+            raise ValueError(
+                f"`class_weights=balanced` needs every class in the training data; "
+                f"classes {missing} have no samples."
+            )
         weights = counts.sum() / (num_classes * counts)
         return {i: float(w) for i, w in enumerate(weights)}
     if isinstance(setting, dict):
@@ -107,11 +108,22 @@ def class_weights_for(labels, setting, num_classes: int) -> dict | None:
                 raise ValueError(f"`class_weights` has class {k}, outside 0..{num_classes - 1}.")
             out[k] = float(v)
         return out
-    raise ValueError(f"`class_weights` should be null, 'balanced' or a mapping. Received: {setting!r}")
+    raise ValueError(
+        f"`class_weights` should be null, 'balanced' or a mapping. Received: {setting!r}"
+    )
 
 
-def fit(model, train_ds, val_ds, cfg: TrainConfig, run_dir, steps_per_epoch: int | None = None,
-        class_weight: dict | None = None, callbacks=(), verbose: int | str = "auto") -> FitResult:
+def fit(
+    model,
+    train_ds,
+    val_ds,
+    cfg: TrainConfig,
+    run_dir,
+    steps_per_epoch: int | None = None,
+    class_weight: dict | None = None,
+    callbacks=(),
+    verbose: int | str = "auto",
+) -> FitResult:
     """Train ``model`` with Keras ``fit``; resumable, checkpointed and logged under ``run_dir``.
 
     Args:
@@ -132,7 +144,7 @@ def fit(model, train_ds, val_ds, cfg: TrainConfig, run_dir, steps_per_epoch: int
         ``result.checkpoint``.
 
     Example:
-        >>> result = fit(model, train_ds, val_ds, TrainConfig(epochs=2), "runs/demo")  # doctest: +SKIP
+        >>> result = fit(model, train_ds, val_ds, TrainConfig(epochs=2), "runs/demo")
     """
     require_tf_keras_model(model)
     run_dir = Path(run_dir)
@@ -148,7 +160,9 @@ def fit(model, train_ds, val_ds, cfg: TrainConfig, run_dir, steps_per_epoch: int
     history_csv = run_dir / HISTORY_CSV
     done_before = _read_history(history_csv)
     backup_dir = run_dir / "backup"
-    resumed_from = len(done_before.get("epoch", [])) if has_backup(run_dir) and done_before else None
+    resumed_from = (
+        len(done_before.get("epoch", [])) if has_backup(run_dir) and done_before else None
+    )
     if not has_backup(run_dir) and history_csv.exists():
         history_csv.unlink()  # a fresh run: the old log belongs to a finished or abandoned run
         done_before = {}
@@ -157,20 +171,26 @@ def fit(model, train_ds, val_ds, cfg: TrainConfig, run_dir, steps_per_epoch: int
     best_so_far = max(done_before.get(monitor, []), default=None)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     cbs = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch",
-                                         delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(
+            str(backup_dir), save_freq="epoch", delete_checkpoint=True
+        ),
         _LearningRateLogger(),
-        keras.callbacks.ModelCheckpoint(str(run_dir / BEST_CHECKPOINT), monitor=monitor,
-                                        mode="max", save_best_only=True,
-                                        initial_value_threshold=best_so_far),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / BEST_CHECKPOINT),
+            monitor=monitor,
+            mode="max",
+            save_best_only=True,
+            initial_value_threshold=best_so_far,
+        ),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False,
-                                    profile_batch=0),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
     ]
     if cfg.early_stopping:
-        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
-                                                 patience=cfg.early_stopping,
-                                                 restore_best_weights=False))
+        cbs.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode="max", patience=cfg.early_stopping, restore_best_weights=False
+            )
+        )
     cbs.extend(callbacks)
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
@@ -184,6 +204,8 @@ def fit(model, train_ds, val_ds, cfg: TrainConfig, run_dir, steps_per_epoch: int
         callbacks=cbs,
         verbose=verbose,
     )
+    if backup_dir.is_dir() and not any(backup_dir.iterdir()):
+        backup_dir.rmdir()  # Keras empties it on success but leaves the folder
     history = _read_history(history_csv)
     values = history.get(monitor, [])
     best_epoch = int(np.argmax(values)) + 1 if values else None
@@ -209,7 +231,7 @@ def training_done(run_dir) -> FitResult | None:
 
 
 def has_backup(run_dir) -> bool:
-    """True when ``run_dir`` holds the backup of an interrupted training (Keras leaves the folder)."""
+    """True when ``run_dir`` holds the backup of an interrupted training."""
     backup = Path(run_dir) / "backup"
     return backup.is_dir() and any(backup.iterdir())
 
@@ -233,15 +255,17 @@ def _steps_per_epoch(ds, requested: int | None) -> int:
         return int(requested)
     n = int(ds.cardinality())
     if n < 0:
-        raise ValueError("The training dataset has unknown length: pass `steps_per_epoch` "
-                         "(or set train.steps_per_epoch).")
+        raise ValueError(
+            "The training dataset has unknown length: pass `steps_per_epoch` "
+            "(or set train.steps_per_epoch)."
+        )
     if n == 0:
         raise ValueError("The training dataset is empty.")
     return n
 
 
 def _read_history(path: Path) -> dict:
-    """Per-epoch history from the CSV log; a repeated epoch (crash between writes) keeps the last."""
+    """Per-epoch history from the CSV log; a repeated epoch (crash mid-write) keeps the last."""
     if not path.is_file():
         return {}
     rows: dict[int, dict] = {}

@@ -31,9 +31,18 @@ TRANSFER_FILE = "transfer.json"
 _FIT_OWN_ARGS = ("model", "train_ds", "val_ds", "cfg", "run_dir")
 
 
-def fit_transfer(model, train_ds, val_ds, cfg: TrainConfig, run_dir, head_epochs: int,
-                 finetune_epochs: int, unfreeze_blocks: int, finetune_lr_factor: float = 0.1,
-                 **fit_kwargs) -> tuple[FitResult, FitResult]:
+def fit_transfer(
+    model,
+    train_ds,
+    val_ds,
+    cfg: TrainConfig,
+    run_dir,
+    head_epochs: int,
+    finetune_epochs: int,
+    unfreeze_blocks: int,
+    finetune_lr_factor: float = 0.1,
+    **fit_kwargs,
+) -> tuple[FitResult, FitResult]:
     """Train the head of a transfer model, then fine-tune its top backbone blocks.
 
     Args:
@@ -56,26 +65,35 @@ def fit_transfer(model, train_ds, val_ds, cfg: TrainConfig, run_dir, head_epochs
 
     Example:
         >>> r1, r2 = fit_transfer(model, train_ds, val_ds, TrainConfig(), "runs/t",
-        ...                       head_epochs=1, finetune_epochs=3, unfreeze_blocks=2)  # doctest: +SKIP
+        ...                       head_epochs=1, finetune_epochs=3,
+        ...                       unfreeze_blocks=2)  # doctest: +SKIP
     """
     require_tf_keras_model(model)
-    for name, value in (("head_epochs", head_epochs), ("finetune_epochs", finetune_epochs),
-                        ("unfreeze_blocks", unfreeze_blocks)):
+    for name, value in (
+        ("head_epochs", head_epochs),
+        ("finetune_epochs", finetune_epochs),
+        ("unfreeze_blocks", unfreeze_blocks),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` should be an integer >= 1. Received: {name}={value!r}")
     if not 0 < finetune_lr_factor <= 1:
-        raise ValueError(f"`finetune_lr_factor` should be in (0, 1]. "
-                         f"Received: finetune_lr_factor={finetune_lr_factor}")
+        raise ValueError(
+            f"`finetune_lr_factor` should be in (0, 1]. "
+            f"Received: finetune_lr_factor={finetune_lr_factor}"
+        )
     allowed = [p for p in inspect.signature(fit).parameters if p not in _FIT_OWN_ARGS]
     unknown = sorted(set(fit_kwargs) - set(allowed))
     if unknown:
-        raise TypeError(f"fit_transfer got unknown argument(s) {unknown}. Allowed **fit_kwargs: "
-                        f"{allowed}.")
+        raise TypeError(
+            f"fit_transfer got unknown argument(s) {unknown}. Allowed **fit_kwargs: {allowed}."
+        )
     blocks = backbone_blocks(model)
     if unfreeze_blocks > len(blocks):
-        raise ValueError(f"`unfreeze_blocks` should be at most {len(blocks)}, the number of "
-                         f"backbone blocks ({', '.join(name for name, _ in blocks)}). "
-                         f"Received: unfreeze_blocks={unfreeze_blocks}")
+        raise ValueError(
+            f"`unfreeze_blocks` should be at most {len(blocks)}, the number of "
+            f"backbone blocks ({', '.join(name for name, _ in blocks)}). "
+            f"Received: unfreeze_blocks={unfreeze_blocks}"
+        )
 
     run_dir = Path(run_dir)
     phase1_dir, phase2_dir = run_dir / "phase1", run_dir / "phase2"
@@ -86,29 +104,34 @@ def fit_transfer(model, train_ds, val_ds, cfg: TrainConfig, run_dir, head_epochs
         model.load_weights(str(head_weights))
         head_result = done
     else:
-        head_result = fit(model, train_ds, val_ds, replace(cfg, epochs=head_epochs), phase1_dir,
-                          **fit_kwargs)
+        head_result = fit(
+            model, train_ds, val_ds, replace(cfg, epochs=head_epochs), phase1_dir, **fit_kwargs
+        )
         _save_weights_atomic(model, head_weights)
 
     unfrozen = set_trainable_blocks(model, unfreeze_blocks)
-    finetune_cfg = replace(cfg, epochs=finetune_epochs,
-                           learning_rate=cfg.learning_rate * finetune_lr_factor)
+    finetune_cfg = replace(
+        cfg, epochs=finetune_epochs, learning_rate=cfg.learning_rate * finetune_lr_factor
+    )
     tune_result = fit(model, train_ds, val_ds, finetune_cfg, phase2_dir, **fit_kwargs)
-    atomic_write_json(run_dir / TRANSFER_FILE, {
-        "head_epochs": head_epochs,
-        "finetune_epochs": finetune_epochs,
-        "unfreeze_blocks": unfreeze_blocks,
-        "unfrozen": unfrozen,
-        "finetune_learning_rate": finetune_cfg.learning_rate,
-        "phase1": head_result.to_dict(),
-        "phase2": tune_result.to_dict(),
-    })
+    atomic_write_json(
+        run_dir / TRANSFER_FILE,
+        {
+            "head_epochs": head_epochs,
+            "finetune_epochs": finetune_epochs,
+            "unfreeze_blocks": unfreeze_blocks,
+            "unfrozen": unfrozen,
+            "finetune_learning_rate": finetune_cfg.learning_rate,
+            "phase1": head_result.to_dict(),
+            "phase2": tune_result.to_dict(),
+        },
+    )
     return head_result, tune_result
 
 
 def _save_weights_atomic(model, path: Path) -> None:
     """``model.save_weights`` to a temporary file beside ``path``, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.h5")
+    tmp = path.with_name(f".tmp-{path.name}")  # same suffix: it selects the weights format
     model.save_weights(str(tmp))
     os.replace(tmp, path)

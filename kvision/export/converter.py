@@ -1,0 +1,215 @@
+"""The one place kvision uses ``tf.lite.TFLiteConverter``: Keras model -> ``.tflite`` file.
+
+Every variant is one row of :data:`VARIANTS` (converter settings as data); all of them convert
+the same serving function as the SavedModel (``kvision.export.saved_model.serving_function``), so
+the TFLite signature is also ``serving_default``: ``images`` -> ``probabilities``. Only builtin
+TFLite ops are allowed (no Flex / Select TF ops, no custom ops): a model that needs one fails to
+convert, with the op named in the error.
+
+=================  ==========================================================================
+variant            settings
+=================  ==========================================================================
+``float32``        no optimization
+``float16``        float16 weights (dequantized at load; float32 I/O)
+``dynamic``        dynamic-range: int8 weights, float activations (float32 I/O)
+``int8``           full integer, int8 input and output (needs ``representative_data``)
+``int8_float_io``  full integer inside, float32 input and output (needs ``representative_data``)
+``int16x8``        int16 activations, int8 weights, float32 I/O (needs ``representative_data``)
+=================  ==========================================================================
+
+The full-integer variants use only ``TFLITE_BUILTINS_INT8`` (strict): an op with no int8 kernel
+makes the conversion fail instead of silently staying float.
+
+The input contract is written beside the file as ``<stem>.contract.json`` (see
+``kvision.export.artifact``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kvision.export.artifact import contract_path
+from kvision.io import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class TFLiteVariant:
+    """Converter settings of one TFLite variant.
+
+    Args:
+        optimize: set ``converter.optimizations = [tf.lite.Optimize.DEFAULT]``.
+        supported_ops: ``tf.lite.OpsSet`` member names for ``target_spec.supported_ops``.
+        supported_types: dtype names for ``target_spec.supported_types`` (e.g. ``("float16",)``).
+        needs_representative_data: the variant calibrates activations.
+        inference_input_type: dtype name of the model input (``None`` = float32).
+        inference_output_type: dtype name of the model output (``None`` = float32).
+    """
+
+    optimize: bool = False
+    supported_ops: tuple = ("TFLITE_BUILTINS",)
+    supported_types: tuple = ()
+    needs_representative_data: bool = False
+    inference_input_type: str | None = None
+    inference_output_type: str | None = None
+
+
+_INT8_OPS = ("TFLITE_BUILTINS_INT8",)
+_INT16X8_OPS = ("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8",)
+
+VARIANTS: dict[str, TFLiteVariant] = {
+    "float32": TFLiteVariant(),
+    "float16": TFLiteVariant(optimize=True, supported_types=("float16",)),
+    "dynamic": TFLiteVariant(optimize=True),
+    "int8": TFLiteVariant(
+        optimize=True,
+        supported_ops=_INT8_OPS,
+        needs_representative_data=True,
+        inference_input_type="int8",
+        inference_output_type="int8",
+    ),
+    "int8_float_io": TFLiteVariant(
+        optimize=True, supported_ops=_INT8_OPS, needs_representative_data=True
+    ),
+    "int16x8": TFLiteVariant(
+        optimize=True, supported_ops=_INT16X8_OPS, needs_representative_data=True
+    ),
+}
+
+
+class ConversionError(RuntimeError):
+    """The TFLite converter rejected a model; the message is a short summary naming the ops."""
+
+
+def convert_tflite(
+    model,
+    path,
+    variant: str = "float32",
+    representative_data=None,
+    contract=None,
+    overwrite: bool = False,
+    max_calibration_samples: int = 500,
+) -> Path:
+    """Convert a tf_keras classifier to a ``.tflite`` file, atomically.
+
+    Args:
+        model: tf_keras classifier (one image input, one probabilities output).
+        path: output ``.tflite`` path; its contract goes to ``<stem>.contract.json`` beside it.
+        variant: a key of :data:`VARIANTS` (default ``"float32"``).
+        representative_data: calibration inputs for ``int8``/``int8_float_io``/``int16x8``:
+            a float32 array ``[N, H, W, C]`` in model scale (fed one image at a time), or a
+            callable returning an iterable of ``[batch]`` lists as TFLite expects.
+        contract: ``InputContract`` (default: the one the model carries).
+        overwrite: replace an existing file (default False: raise ``FileExistsError``).
+        max_calibration_samples: at most this many images of an array are used (default 500).
+
+    Returns:
+        The ``.tflite`` path.
+
+    Raises:
+        ConversionError: the converter failed (e.g. an op that is not a TFLite builtin); the
+            message names the ops.
+
+    Example:
+        >>> convert_tflite(model, "out/tflite/classifier_float32.tflite")
+        PosixPath('out/tflite/classifier_float32.tflite')
+        >>> convert_tflite(model, "out/m_int8.tflite", "int8", representative_data=x_val[:200])
+        PosixPath('out/m_int8.tflite')
+    """
+    import tensorflow as tf
+
+    from kvision.export.saved_model import resolve_contract, serving_function
+
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"`variant` should be one of {sorted(VARIANTS)}. Received: variant={variant!r}"
+        )
+    spec = VARIANTS[variant]
+    path = Path(path)
+    if path.suffix != ".tflite":
+        raise ValueError(f"`path` should end with .tflite. Received: path={str(path)!r}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"TFLite file already exists: {path}. Pass overwrite=True to replace it."
+        )
+    if spec.needs_representative_data and representative_data is None:
+        raise ValueError(
+            f"Variant `{variant}` calibrates activations: pass `representative_data` "
+            "(float32 model inputs [N, H, W, C])."
+        )
+    contract = resolve_contract(model, contract)
+    serve = serving_function(model, contract)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], model
+    )
+    converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, n) for n in spec.supported_ops]
+    if spec.optimize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if spec.supported_types:
+        converter.target_spec.supported_types = [tf.as_dtype(t) for t in spec.supported_types]
+    if spec.inference_input_type:
+        converter.inference_input_type = tf.as_dtype(spec.inference_input_type)
+    if spec.inference_output_type:
+        converter.inference_output_type = tf.as_dtype(spec.inference_output_type)
+    if representative_data is not None:
+        converter.representative_dataset = _representative_dataset(
+            representative_data, contract.shape, max_calibration_samples
+        )
+    try:
+        flatbuffer = converter.convert()
+    except Exception as exc:  # the converter raises ConverterError and friends
+        raise ConversionError(
+            f"TFLite conversion ({variant}) of {path.name} failed: {summarize_converter_error(exc)}"
+        ) from exc
+    atomic_write_bytes(path, flatbuffer)
+    contract.save(contract_path(path))
+    return path
+
+
+def summarize_converter_error(exc) -> str:
+    """The few informative lines of a (very long) converter error: unsupported/custom/Flex ops.
+
+    Example:
+        >>> summarize_converter_error(ConverterError("... Flex ops: FlexMatrixDeterminant ..."))
+        'Flex ops: FlexMatrixDeterminant'
+    """
+    text = str(exc)
+    keep = []
+    patterns = (
+        r"(?:Flex ops|Custom ops): [^\n]+",
+        r"'tf\.\w+' op is neither a custom op nor a flex op",
+        r"Error code: \w+",
+    )
+    for pattern in patterns:
+        for match in re.findall(pattern, text):
+            line = match.strip()
+            if line not in keep:
+                keep.append(line)
+    if not keep:
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+        keep.append(first[:300])
+    summary = "; ".join(keep)
+    return summary if len(summary) <= 600 else summary[:597] + "..."
+
+
+def _representative_dataset(data, shape, limit: int):
+    if callable(data):
+        return data
+    x = np.asarray(data, dtype=np.float32)
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
+        dims = ", ".join(map(str, shape))
+        raise ValueError(
+            f"`representative_data` should be float32 images [N, {dims}] with "
+            f"N >= 1. Received: shape={x.shape}"
+        )
+    x = x[:limit]
+
+    def gen():
+        for i in range(len(x)):
+            yield [x[i : i + 1]]
+
+    return gen

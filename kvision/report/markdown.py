@@ -1,0 +1,357 @@
+"""``report.md``: the run report as Markdown, made only from the report dict.
+
+Also holds the small number formatters and the summary both Markdown and HTML use::
+
+    text = render_markdown(report)      # results table, failed reasons, links to plots
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+
+from kvision.report.schema import validate_report
+
+__all__ = ["render_markdown", "summarize", "artifact_row", "lookup", "ARTIFACT_COLUMNS"]
+
+DASH = "—"
+ARTIFACT_COLUMNS = (
+    "artifact",
+    "format",
+    "status",
+    "size (KB)",
+    "gzip (KB)",
+    "accuracy",
+    "Δ vs Keras",
+    "p50 ms",
+    "p90 ms",
+)
+
+
+def render_markdown(report: dict) -> str:
+    """Render a validated report as Markdown (tables, failed reasons, links to plots).
+
+    Args:
+        report: a report dict (validated first; see ``kvision.report.schema``).
+
+    Example:
+        >>> md = render_markdown(report)
+        >>> md.splitlines()[0]
+        '# kvision run `fashion_mnist_compact_mobilenet`'
+    """
+    validate_report(report)
+    run = report["run"]
+    out = [f"# kvision run `{_cell(run['name'])}`", "", _run_line(run), ""]
+    out += _summary_section(report)
+    out += _data_section(report.get("data"), report.get("augmentation"))
+    out += _training_section(report.get("training"))
+    out += _evaluation_section(report.get("evaluation"))
+    out += _artifacts_section(report["artifacts"])
+    out += _plots_section(report)
+    if report.get("config"):
+        out += [
+            "## Config",
+            "",
+            "```json",
+            json.dumps(report["config"], indent=2, default=str),
+            "```",
+            "",
+        ]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def summarize(report: Mapping) -> dict:
+    """The headline numbers of a report, shared by the Markdown and HTML renderers.
+
+    Returns:
+        ``{"keras_accuracy", "macro_f1", "best": artifact dict or None (highest accuracy among ok
+        artifacts, exported ones first on a tie), "smallest": ok artifact with the smallest gzip
+        size or None, "n_ok", "n_failed", "wall_total_s"}``.
+    """
+    artifacts = report.get("artifacts") or []
+    ok = [a for a in artifacts if a.get("status") == "ok"]
+    with_acc = [a for a in ok if lookup(a, "metrics", "accuracy") is not None]
+    with_gz = [a for a in ok if a.get("gzip_bytes") is not None]
+    evaluation = report.get("evaluation") or {}
+    return {
+        "keras_accuracy": evaluation.get("accuracy"),
+        "macro_f1": evaluation.get("macro_f1"),
+        "best": max(with_acc, key=_best_key) if with_acc else None,
+        "smallest": min(with_gz, key=lambda a: a["gzip_bytes"]) if with_gz else None,
+        "n_ok": len(ok),
+        "n_failed": sum(1 for a in artifacts if a.get("status") == "failed"),
+        "wall_total_s": lookup(report, "run", "wall_time_s", "total"),
+    }
+
+
+def _best_key(artifact: Mapping):
+    """Highest accuracy first; on a tie an exported artifact wins over the Keras reference row."""
+    return artifact["metrics"]["accuracy"], artifact.get("format") != "keras"
+
+
+def artifact_row(artifact: Mapping) -> list[str]:
+    """One artifact's formatted cells, in :data:`ARTIFACT_COLUMNS` order."""
+    latency = artifact.get("latency") or {}
+    return [
+        str(artifact["name"]),
+        str(artifact["format"]),
+        str(artifact["status"]),
+        fmt_kb(artifact.get("size_bytes")),
+        fmt_kb(artifact.get("gzip_bytes")),
+        fmt_ratio(lookup(artifact, "metrics", "accuracy")),
+        fmt_delta(lookup(artifact, "metrics", "delta_vs_keras")),
+        fmt_ms(latency.get("p50_ms")),
+        fmt_ms(latency.get("p90_ms")),
+    ]
+
+
+def fmt_kb(n) -> str:
+    """Bytes as KB with one decimal (``"141.7"``), or a dash."""
+    return DASH if n is None else f"{n / 1024:,.1f}"
+
+
+def fmt_ratio(v) -> str:
+    """An accuracy-like value with 4 decimals, or a dash."""
+    return DASH if v is None else f"{v:.4f}"
+
+
+def fmt_delta(v) -> str:
+    """A signed difference with 4 decimals (``"+0.0012"``), or a dash."""
+    return DASH if v is None else f"{v:+.4f}"
+
+
+def fmt_ms(v) -> str:
+    """Milliseconds with 3 significant-ish digits, or a dash."""
+    if v is None:
+        return DASH
+    return f"{v:.3f}" if v < 10 else f"{v:.2f}" if v < 100 else f"{v:,.1f}"
+
+
+def fmt_seconds(v) -> str:
+    """A duration: ``"42.0 s"``, ``"7 min 05 s"``, ``"2 h 03 min"``, or a dash."""
+    if v is None:
+        return DASH
+    if v < 60:
+        return f"{v:.1f} s"
+    minutes, seconds = divmod(int(round(v)), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def fmt_transform(t) -> str:
+    """``{"name": "rotate", "factor": 0.05}`` -> ``"rotate(factor=0.05)"``."""
+    if isinstance(t, Mapping):
+        opts = ", ".join(f"{k}={v}" for k, v in t.items() if k != "name")
+        return f"{t['name']}({opts})" if opts else str(t["name"])
+    return str(t)
+
+
+# ----------------------------------------------------------------------------------------------
+def _run_line(run: Mapping) -> str:
+    parts = [f"created {run['created']}", f"kvision {run['kvision_version']}"]
+    if run.get("tensorflow_version"):
+        parts.append(f"TensorFlow {run['tensorflow_version']}")
+    host = run.get("host") or {}
+    if host:
+        bits = [
+            f"{host['cpu_count']} CPUs" if host.get("cpu_count") else None,
+            host.get("platform"),
+            f"Python {host['python']}" if host.get("python") else None,
+        ]
+        parts.append("host: " + ", ".join(b for b in bits if b))
+    return " · ".join(_cell(p) for p in parts)
+
+
+def _summary_section(report: Mapping) -> list[str]:
+    s = summarize(report)
+    lines = ["## Summary", ""]
+    if s["keras_accuracy"] is not None:
+        evaluation = report["evaluation"]
+        n = f" on {evaluation['n']:,} {evaluation['split']} images" if evaluation.get("n") else ""
+        lines.append(
+            f"- Keras {evaluation['split']} accuracy: **{fmt_ratio(s['keras_accuracy'])}**"
+            f" (macro F1 {fmt_ratio(s['macro_f1'])}){n}"
+        )
+    if s["best"] is not None:
+        best = s["best"]
+        lines.append(
+            f"- Best artifact: **{_cell(best['name'])}** accuracy "
+            f"{fmt_ratio(best['metrics']['accuracy'])}"
+        )
+    if s["smallest"] is not None:
+        small = s["smallest"]
+        lines.append(
+            f"- Smallest artifact: **{_cell(small['name'])}** {fmt_kb(small['gzip_bytes'])} KB gzip"
+        )
+    lines.append(f"- Artifacts: {s['n_ok']} ok, {s['n_failed']} failed")
+    wall = lookup(report, "run", "wall_time_s") or {}
+    if wall:
+        stages = ", ".join(
+            f"{k} {fmt_seconds(v)}" for k, v in wall.items() if k != "total" and v is not None
+        )
+        lines.append(
+            f"- Wall time: {fmt_seconds(wall.get('total'))}" + (f" ({stages})" if stages else "")
+        )
+    return lines + [""]
+
+
+def _data_section(data, augmentation) -> list[str]:
+    lines: list[str] = []
+    if data:
+        splits = data.get("splits") or {}
+        bad = DASH if data.get("bad_files") is None else f"{data['bad_files']:,}"
+        if data.get("bad_files_path"):
+            bad += f" ([list]({_link(data['bad_files_path'])}))"
+        headers = ["dataset", "source", "classes", *splits, "bad files"]
+        row = [
+            data["dataset"],
+            data.get("source") or DASH,
+            data["num_classes"],
+            *(DASH if v is None else f"{v:,}" for v in splits.values()),
+            bad,
+        ]
+        lines += ["## Data", "", *_table(headers, [row], right=range(2, len(headers))), ""]
+        lines += ["Labels: " + ", ".join(f"`{_cell(x)}`" for x in data["labels"]), ""]
+    if augmentation:
+        transforms = augmentation.get("transforms") or []
+        state = "on" if augmentation["enabled"] else "off"
+        listed = ", ".join(fmt_transform(t) for t in transforms) if transforms else "none"
+        lines += ["## Augmentation", "", f"Augmentation {state}: {_cell(listed)}", ""]
+        if augmentation.get("preview_png"):
+            lines += [f"![augmentation preview]({_link(augmentation['preview_png'])})", ""]
+    return lines
+
+
+def _training_section(training) -> list[str]:
+    if not training:
+        return []
+    resumed = training.get("resumed_from_epoch")
+    rows = [
+        (
+            "epochs",
+            f"{training['epochs_run']} run of {training['epochs']}"
+            + (f" (resumed from epoch {resumed})" if resumed is not None else ""),
+        ),
+        ("best epoch", str(training.get("best_epoch") or DASH)),
+        ("best val accuracy", fmt_ratio(training.get("best_val_accuracy"))),
+        ("checkpoint", f"`{training['checkpoint']}`" if training.get("checkpoint") else DASH),
+        (
+            "history",
+            f"[{training['history_csv']}]({_link(training['history_csv'])})"
+            if training.get("history_csv")
+            else DASH,
+        ),
+    ]
+    lines = ["## Training", "", *_table(["", ""], rows)]
+    lines.append("")
+    if training.get("curves_png"):
+        lines += [f"![training curves]({_link(training['curves_png'])})", ""]
+    return lines
+
+
+def _evaluation_section(evaluation) -> list[str]:
+    if not evaluation:
+        return []
+    lines = [
+        f"## Evaluation ({_cell(evaluation['split'])})",
+        "",
+        f"Accuracy **{fmt_ratio(evaluation['accuracy'])}**, macro F1 "
+        f"**{fmt_ratio(evaluation['macro_f1'])}**"
+        + (f" on {evaluation['n']:,} images" if evaluation.get("n") else "")
+        + ".",
+        "",
+        *_table(
+            ["class", "precision", "recall", "F1", "support"],
+            [
+                [
+                    r["label"],
+                    f"{r['precision']:.4f}",
+                    f"{r['recall']:.4f}",
+                    f"{r['f1']:.4f}",
+                    f"{r['support']:,}",
+                ]
+                for r in evaluation["per_class"]
+            ],
+            right=range(1, 5),
+        ),
+    ]
+    lines.append("")
+    if evaluation.get("confusion_matrix_png"):
+        lines += [f"![confusion matrix]({_link(evaluation['confusion_matrix_png'])})", ""]
+    if evaluation.get("metrics_json"):
+        lines += [
+            f"Metrics: [{evaluation['metrics_json']}]({_link(evaluation['metrics_json'])})",
+            "",
+        ]
+    return lines
+
+
+def _artifacts_section(artifacts) -> list[str]:
+    lines = ["## Artifacts", ""]
+    if not artifacts:
+        return lines + ["No artifacts.", ""]
+    rows = []
+    for a in artifacts:
+        cells = artifact_row(a)
+        if a["status"] == "failed":
+            cells[2] = "**failed**"
+        rows.append(cells)
+    lines += [*_table(ARTIFACT_COLUMNS, rows, right=range(3, len(ARTIFACT_COLUMNS))), ""]
+    failed = [a for a in artifacts if a["status"] == "failed"]
+    if failed:
+        lines += ["Failed artifacts:", ""]
+        lines += [
+            f"- **{_cell(a['name'])}** ({_cell(a['format'])}): {_cell(a['reason'])}" for a in failed
+        ]
+        lines.append("")
+    return lines
+
+
+def _plots_section(report: Mapping) -> list[str]:
+    links = [
+        ("training curves", lookup(report, "training", "curves_png")),
+        ("confusion matrix", lookup(report, "evaluation", "confusion_matrix_png")),
+        ("augmentation preview", lookup(report, "augmentation", "preview_png")),
+        ("training history (CSV)", lookup(report, "training", "history_csv")),
+        ("bad files", lookup(report, "data", "bad_files_path")),
+    ]
+    links = [(name, path) for name, path in links if path]
+    lines = ["## Files", ""]
+    lines += [f"- [{name}]({_link(path)})" for name, path in links]
+    lines.append("- [report.json](report.json) · [report.html](report.html)")
+    return lines + [""]
+
+
+def lookup(obj, *keys):
+    """``obj[k1][k2]...`` or ``None`` when a level is missing or the value is a non-finite float."""
+    for key in keys:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _table(headers, rows, right=()) -> list[str]:
+    """A Markdown table; columns whose index is in ``right`` are right-aligned."""
+    right = set(right)
+    lines = [
+        "| " + " | ".join(_cell(h) for h in headers) + " |",
+        "|" + "|".join("--:" if i in right else "---" for i in range(len(headers))) + "|",
+    ]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _cell(value) -> str:
+    """Text safe inside a Markdown table cell: one line, pipes escaped."""
+    return " ".join(str(value).split()).replace("|", "\\|")
+
+
+def _link(path) -> str:
+    """A relative path usable as a Markdown link target (forward slashes, spaces encoded)."""
+    return str(path).replace("\\", "/").replace(" ", "%20").replace("(", "%28").replace(")", "%29")

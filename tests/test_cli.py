@@ -1,0 +1,134 @@
+"""The kvision command: help, config, validation errors and a tiny end-to-end pipeline."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kvision.cli import build_parser, main
+
+
+def test_help_on_every_command(capsys):
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) >= {"train", "evaluate", "export", "predict", "pipeline", "config", "list"}
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0
+        assert "usage: kvision" in capsys.readouterr().out
+
+
+def test_config_prints_resolved_yaml(capsys):
+    assert main(["config", "train.epochs=3", "model.name=lenet"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 3" in out and "name: lenet" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["config", "train.epoch=3"], "Did you mean `train.epochs`"),
+        (["config", "model.nmae=x"], "Did you mean `model.name`"),
+        (["config", "missing.yaml"], "Config file not found: missing.yaml"),
+        (
+            ["train", "data.dataset=npz", "data.path=/nonexistent.npz"],
+            "not found: /nonexistent.npz",
+        ),
+        (
+            ["train", "model.name=mobilenet", "data.dataset=npz", "data.path=PLACEHOLDER"],
+            "Unknown model `mobilenet`",
+        ),
+    ],
+)
+def test_user_errors_are_one_clear_line(args, message, capsys, tiny_npz, tmp_path):
+    args = [a.replace("PLACEHOLDER", str(tiny_npz)) for a in args]
+    args += [f"runs_dir={tmp_path}"] if args[0] == "train" else []
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_list_models(capsys):
+    assert main(["list", "models"]) == 0
+    assert "compact_mobilenet" in capsys.readouterr().out.split()
+
+
+def test_tiny_pipeline_end_to_end(tmp_path, tiny_npz):
+    """train -> evaluate -> export -> benchmark -> report, then predict with each artifact."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "kvision.cli",
+        "pipeline",
+        "data.dataset=npz",
+        f"data.path={tiny_npz}",
+        "data.batch_size=16",
+        "data.val_split=0.25",
+        f"runs_dir={tmp_path / 'runs'}",
+        "name=tiny",
+        "model.options.width=0.25",
+        "train.epochs=2",
+        "benchmark.runs=5",
+        "benchmark.warmup=1",
+        "export.verify_samples=16",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "runs" / "tiny"
+    report = json.loads((run / "report.json").read_text())
+    for name in (
+        "report.md",
+        "report.html",
+        "config.yaml",
+        "history.csv",
+        "metrics.json",
+        "confusion_matrix.png",
+        "training_curves.png",
+        "augment_preview.png",
+        "checkpoints/best.keras",
+        "checkpoints/contract.json",
+    ):
+        assert (run / name).is_file(), name
+    rows = {a["name"]: a for a in report["artifacts"]}
+    assert {"keras", "saved_model", "float32"} <= set(rows)
+    keras_acc = report["evaluation"]["accuracy"]
+    for name in ("saved_model", "float32"):
+        row = rows[name]
+        assert row["status"] == "ok", row["reason"]
+        assert row["metrics"]["accuracy"] == pytest.approx(keras_acc, abs=1e-9)
+        assert row["checks"]["max_abs_diff"] <= 1e-4
+        assert row["latency"]["p50_ms"] > 0 and row["size_bytes"] > 0
+    assert "| float32 |" in (run / "report.md").read_text().replace("`", "")
+
+    img = tmp_path / "x.png"
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(img)
+    for model in (
+        run / rows["float32"]["path"],
+        run / rows["saved_model"]["path"],
+        run / "checkpoints" / "best.keras",
+    ):
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kvision.cli",
+                "predict",
+                "--model",
+                str(model),
+                str(img),
+                "--top-k",
+                "2",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert p.returncode == 0, p.stderr[-2000:]
+        result = json.loads(p.stdout)
+        probs = [t["probability"] for t in result[0]["top_k"]]
+        assert len(probs) == 2 and probs[0] >= probs[1]

@@ -41,7 +41,10 @@ def _add_fresh(p):
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions=()) -> argparse.ArgumentParser:
+    """The ``kvision`` parser. ``extensions`` are callables ``f(subparsers)`` that add commands
+    (each sets ``handler=fn(args) -> int`` as a default); ``deploy.cli`` adds benchmark, serve,
+    convert and inspect this way, so kvision itself never imports deploy."""
     parser = argparse.ArgumentParser(
         prog="kvision",
         description="Images to compressed, verified TFLite / TF Serving models.",
@@ -92,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model file (.keras/.h5)")
     p.add_argument("--out", help="output folder (default: <run dir>/export)")
 
+    p = sub.add_parser("compress", help="pruning, QAT, clustering, PTQ, distillation -> "
+                       "verified int8 TFLite, with a per-layer report", epilog=_EPILOG,
+                       formatter_class=fmt)  # fmt: skip
+    _add_config_args(p)
+    p.add_argument("--model", required=True, help="a tf_keras model file (.keras/.h5)")
+    p.add_argument("--out", help="output folder (default: <run dir>/compress)")
+
     p = sub.add_parser("predict", help="top-k labels for image files")
     p.add_argument(
         "--model",
@@ -109,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list registered models or augmentation transforms")
     p.add_argument("what", choices=["models", "transforms"])
+    for extend in extensions:
+        extend(sub)
     return parser
 
 
@@ -128,8 +140,8 @@ def _load(args):
     return load_config(path, overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, extensions=()) -> int:
+    parser = build_parser(extensions)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -156,6 +168,10 @@ def _is_user_error(exc) -> bool:
 
 def _dispatch(args) -> int:
     from kvision import workflow
+
+    handler = getattr(args, "handler", None)
+    if handler is not None:
+        return handler(args)
 
     if args.command == "config":
         import yaml
@@ -200,6 +216,9 @@ def _dispatch(args) -> int:
         )
         return 0
 
+    if args.command == "compress":
+        return _compress(cfg, args)
+
     from kvision._keras import load_model
     from kvision.models import InputContract, attach_contract
 
@@ -225,6 +244,33 @@ def _dispatch(args) -> int:
             print(f"{a.status:7s} {a.format:12s} {a.path}  {a.reason}")
         return 0 if all(a.status == "ok" for a in artifacts) else 1
     raise AssertionError(args.command)  # argparse guarantees a known command
+
+
+def _compress(cfg, args) -> int:
+    """``kvision compress --model PATH``: every configured technique on a user's model file."""
+    from kvision import workflow
+    from kvision.compress import compress, load_model_for_compression
+    from kvision.data import build_dataset, model_inputs
+
+    model = load_model_for_compression(args.model)
+    contract = model.kvision_contract
+    splits = workflow.load_data(cfg)
+    augmenter, _ = workflow.augmentation(cfg, splits, contract, None)
+    bs = cfg.data.batch_size
+    train_ds = build_dataset(splits.train, contract, bs, training=True, augmenter=augmenter,
+                             seed=cfg.train.seed, on_error=cfg.data.on_error)  # fmt: skip
+    val_split = splits.val if splits.val is not None else splits.train
+    val_ds = build_dataset(val_split, contract, bs, on_error=cfg.data.on_error)
+    test = None
+    test_split = splits.test if splits.test is not None else splits.val
+    if test_split is not None and test_split.images is not None:
+        test = (model_inputs(test_split.images, contract), test_split.labels)
+    elif test_split is not None:
+        test = build_dataset(test_split, contract, bs, on_error=cfg.data.on_error)
+    out = Path(args.out) if args.out else cfg.run_dir / "compress"
+    result = compress(model, train_ds, val_ds, cfg.compress, out, test=test, verbose=1)
+    print(result.to_markdown())
+    return 0 if all(a.status == "ok" for a in result.artifacts) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

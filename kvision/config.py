@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from kvision.compress.config import CompressConfig
 from kvision.io import atomic_write_text
 
 
@@ -67,16 +68,18 @@ class AugmentConfig:
         transforms: names of transforms with their options, e.g. ``["flip", "translate"]`` or
             ``[{"name": "rotate", "factor": 0.05}]``. See ``kvision.augment.list_transforms()``.
         preview: write a preview grid PNG of augmented samples into the run directory.
+        on: ``data`` (default: in ``tf.data`` on the CPU) or ``device`` (inside the train step,
+            on the GPU when there is one). Never inside the exported model either way.
     """
 
     enabled: bool = True
     transforms: list = field(
         default_factory=lambda: [
             {"name": "flip", "mode": "horizontal"},
-            {"name": "translate", "factor": 0.08, "fill_mode": "constant"},
         ]
     )
     preview: bool = True
+    on: str = "data"
 
 
 @dataclass
@@ -89,6 +92,9 @@ class ModelConfig:
         channels: input channels; ``None`` uses the dataset's.
         options: extra keyword arguments for the model builder (e.g. ``{"width": 1.0}``).
         weights: local weights file for the backbone (never downloaded); ``None`` = random init.
+        transfer_from: a classifier file (``.keras``/``.h5``, e.g. a kvision checkpoint trained on
+            MNIST) whose head is replaced for this dataset; training then runs in two phases (see
+            ``train.head_epochs``). ``None`` (default) trains ``name`` from scratch.
     """
 
     name: str = "compact_mobilenet"
@@ -96,6 +102,7 @@ class ModelConfig:
     channels: int | None = None
     options: dict = field(default_factory=dict)
     weights: str | None = None
+    transfer_from: str | None = None
 
 
 @dataclass
@@ -114,9 +121,13 @@ class TrainConfig:
         mixed_precision: use ``mixed_float16`` when a GPU is present (ignored on CPU).
         seed: global seed (data split, shuffling, initialisation).
         steps_per_epoch: cap steps per epoch (quick runs); ``None`` = full epoch.
+        head_epochs: transfer learning phase 1 (head only, backbone frozen) epochs; ``epochs``
+            is then the length of phase 2.
+        unfreeze_blocks: transfer learning phase 2 trains the top N backbone blocks.
+        finetune_lr_factor: phase 2 learning rate = ``learning_rate`` times this.
     """
 
-    epochs: int = 9
+    epochs: int = 14
     learning_rate: float = 3e-3
     warmup_epochs: float = 0.5
     optimizer: str = "adamw"
@@ -127,6 +138,9 @@ class TrainConfig:
     mixed_precision: bool = False
     seed: int = 0
     steps_per_epoch: int | None = None
+    head_epochs: int = 2
+    unfreeze_blocks: int = 2
+    finetune_lr_factor: float = 0.1
 
 
 @dataclass
@@ -184,6 +198,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    compress: CompressConfig = field(default_factory=CompressConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -193,6 +208,7 @@ class PipelineConfig:
 _CHOICES = {
     ("data", "dataset"): ("fashion_mnist", "mnist", "folder", "npz"),
     ("data", "on_error"): ("skip", "raise"),
+    ("augment", "on"): ("data", "device"),
     ("train", "optimizer"): ("adam", "adamw", "sgd"),
 }
 

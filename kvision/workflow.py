@@ -90,17 +90,27 @@ def load_data(cfg: PipelineConfig):
 
 
 def make_model(cfg: PipelineConfig, splits):
-    """Build the configured model for the dataset (input size/channels from config or data)."""
+    """Build the configured model for the dataset (input size/channels from config or data).
+
+    With ``model.transfer_from`` the named classifier file's head is replaced by a new one for
+    this dataset's classes (transfer learning); otherwise ``model.name`` is built from scratch.
+    """
     from kvision.models import build_model
 
     h, w = cfg.model.input_size or splits.image_size
     c = cfg.model.channels or splits.channels
+    shape = (int(h), int(w), int(c))
+    if cfg.model.transfer_from:
+        from kvision.models.transfer import build_transfer_model
+
+        source = Path(cfg.model.transfer_from)
+        if not source.exists():
+            raise FileNotFoundError(f"`model.transfer_from` file not found: {source}")
+        return build_transfer_model(
+            str(source), splits.num_classes, input_shape=shape, labels=splits.class_names
+        )
     model = build_model(
-        cfg.model.name,
-        (int(h), int(w), int(c)),
-        splits.num_classes,
-        labels=splits.class_names,
-        **cfg.model.options,
+        cfg.model.name, shape, splits.num_classes, labels=splits.class_names, **cfg.model.options
     )
     if cfg.model.weights:
         path = Path(cfg.model.weights)
@@ -108,6 +118,40 @@ def make_model(cfg: PipelineConfig, splits):
             raise FileNotFoundError(f"`model.weights` file not found: {path}")
         model.load_weights(str(path))
     return model
+
+
+def _set_precision(cfg: PipelineConfig) -> str:
+    """``mixed_float16`` when asked for and a GPU is present; float32 otherwise (said aloud)."""
+    import tensorflow as tf
+
+    from kvision._keras import keras
+
+    policy = "float32"
+    if cfg.train.mixed_precision:
+        if tf.config.list_physical_devices("GPU"):
+            policy = "mixed_float16"
+        else:
+            print("train.mixed_precision ignored: no GPU visible, training in float32.")
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def _float32_model(model):
+    """A float32 copy of a mixed-precision model (what gets evaluated and exported)."""
+    from kvision._keras import keras
+    from kvision.models import attach_contract
+
+    if model.dtype_policy.name == "float32" and model.layers[-1].dtype_policy.name == "float32":
+        return model
+    keras.mixed_precision.set_global_policy("float32")
+
+    def as_float32(layer):  # layer configs carry their dtype policy: replace it
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    clone = keras.models.clone_model(model, clone_function=as_float32)
+    clone.set_weights(model.get_weights())
+    contract = getattr(model, "kvision_contract", None)
+    return attach_contract(clone, contract) if contract is not None else clone
 
 
 def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRun:
@@ -121,44 +165,22 @@ def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRu
     run_dir = prepare_run_dir(cfg, fresh=fresh)
     keras.utils.set_random_seed(cfg.train.seed)
     splits = load_data(cfg)
+    _set_precision(cfg)
     model = make_model(cfg, splits)
     contract = InputContract.from_model(model)
     contract.save(run_dir / "checkpoints")
+    augmenter, augment_info = augmentation(cfg, splits, contract, run_dir)
 
-    augment_info = {"enabled": cfg.augment.enabled, "transforms": [], "preview_png": None}
-    augmenter = None
-    if cfg.augment.enabled and cfg.augment.transforms:
-        from kvision.augment import build_augmenter, write_preview
-
-        augmenter = build_augmenter(cfg.augment.transforms, seed=cfg.train.seed)
-        augment_info["transforms"] = augmenter.to_config()
-        if cfg.augment.preview:
-            sample = splits.train.images[:16] if splits.train.images is not None else None
-            if sample is None:
-                from kvision.data.folders import load_image
-
-                sample = np.stack(
-                    [
-                        load_image(f, contract.channels, contract.shape[:2])
-                        for f in splits.train.files[:16]
-                    ]
-                )
-            write_preview(sample, augmenter, run_dir / "augment_preview.png", seed=cfg.train.seed)
-            augment_info["preview_png"] = "augment_preview.png"
-
-    result = training_done(run_dir)
+    transfer = bool(cfg.model.transfer_from)
+    train_dir = run_dir / "phase2" if transfer else run_dir
+    result = training_done(train_dir)
     if result is None:
         bs, seed = cfg.data.batch_size, cfg.train.seed
+        on_device = augmenter is not None and cfg.augment.on == "device"
         train_ds = build_dataset(
-            splits.train,
-            contract,
-            bs,
-            training=True,
-            augmenter=augmenter,
-            seed=seed,
-            cache=cfg.data.cache,
-            on_error=cfg.data.on_error,
-        )
+            splits.train, contract, bs, training=True, augmenter=None if on_device else augmenter,
+            seed=seed, cache=cfg.data.cache, on_error=cfg.data.on_error,
+        )  # fmt: skip
         val_ds = None
         if splits.val is not None:
             val_ds = build_dataset(
@@ -167,18 +189,53 @@ def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRu
         weights = class_weights_for(
             splits.train.labels, cfg.train.class_weights, splits.num_classes
         )
-        result = fit(
-            model, train_ds, val_ds, cfg.train, run_dir, class_weight=weights, verbose=verbose
-        )
+        if transfer:
+            from kvision.train.transfer import fit_transfer
+
+            _, result = fit_transfer(
+                model, train_ds, val_ds, cfg.train, run_dir, head_epochs=cfg.train.head_epochs,
+                finetune_epochs=cfg.train.epochs, unfreeze_blocks=cfg.train.unfreeze_blocks,
+                finetune_lr_factor=cfg.train.finetune_lr_factor, class_weight=weights,
+                verbose=verbose, device_augmenter=augmenter if on_device else None,
+            )  # fmt: skip
+        else:
+            result = fit(
+                model, train_ds, val_ds, cfg.train, run_dir, class_weight=weights,
+                verbose=verbose, device_augmenter=augmenter if on_device else None,
+            )  # fmt: skip
     else:
         print(
             f"Training in {run_dir} already finished (epoch {result.best_epoch} best); "
             "reusing its checkpoint. Pass --fresh to train again."
         )
-    best = run_dir / BEST_CHECKPOINT
+    best = train_dir / BEST_CHECKPOINT
     if best.is_file():
-        model = attach_contract(load_model(best), contract)
+        model = load_model(best)
+    model = _float32_model(attach_contract(model, contract))
     return TrainedRun(model, contract, splits, result, augment_info, time.perf_counter() - t0)
+
+
+def augmentation(cfg: PipelineConfig, splits, contract, run_dir: Path | None):
+    """The configured augmenter (or None) and its report entry; writes the preview grid into
+    ``run_dir`` (skipped when ``run_dir`` is None)."""
+    info = {"enabled": cfg.augment.enabled, "transforms": [], "preview_png": None}
+    if not (cfg.augment.enabled and cfg.augment.transforms):
+        return None, info
+    from kvision.augment import build_augmenter, write_preview
+
+    augmenter = build_augmenter(cfg.augment.transforms, seed=cfg.train.seed)
+    info["transforms"] = augmenter.to_config()
+    if cfg.augment.preview and run_dir is not None:
+        if splits.train.images is not None:
+            sample = splits.train.images[:16]
+        else:
+            from kvision.data.folders import load_image
+
+            files = splits.train.files[:16]
+            sample = np.stack([load_image(f, contract.channels, contract.shape[:2]) for f in files])
+        write_preview(sample, augmenter, run_dir / "augment_preview.png", seed=cfg.train.seed)
+        info["preview_png"] = "augment_preview.png"
+    return augmenter, info
 
 
 def predict_probabilities(model, split, contract, batch_size: int = 256) -> np.ndarray:
@@ -379,9 +436,9 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
             "resumed_from_epoch": fit.resumed_from_epoch,
             "best_epoch": fit.best_epoch,
             "best_val_accuracy": fit.best_val_accuracy,
-            "history_csv": "history.csv",
+            "history_csv": _relative(fit.history_csv, run_dir),
             "curves_png": "training_curves.png",
-            "checkpoint": "checkpoints/best.keras",
+            "checkpoint": _relative(fit.checkpoint, run_dir),
         },
         "evaluation": evaluation,
         "artifacts": rows,
@@ -410,7 +467,6 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
     """Top-k labels for image files with a Keras model file, a SavedModel or a ``.tflite``."""
     from kvision.data import model_inputs
     from kvision.data.folders import load_image
-    from kvision.models import InputContract
 
     model_path = Path(model_path)
     contract = _contract_for(model_path)
@@ -447,32 +503,24 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
                 ],
             }
         )
-    del InputContract
     return out
 
 
 def _contract_for(model_path: Path):
+    """The input contract saved with an artifact, else the one a Keras model file implies."""
+    from kvision.export import load_contract
     from kvision.models import InputContract
 
-    candidates = [
-        model_path.parent / "contract.json",
-        model_path.with_suffix(".contract.json"),
-        model_path / "assets.extra" / "contract.json",
-        model_path / "contract.json",
-    ]
-    for c in candidates:
-        if c.is_file():
-            return InputContract.load(c)
-    if model_path.suffix in (".keras", ".h5") and model_path.is_file():
-        from kvision._keras import load_model
-
-        return InputContract.from_model(load_model(model_path))
     if not model_path.exists():
         raise FileNotFoundError(f"Model not found: {model_path}")
-    raise FileNotFoundError(
-        f"No contract.json found for {model_path} (looked in "
-        f"{', '.join(str(c) for c in candidates)})."
-    )
+    try:
+        return load_contract(model_path)
+    except FileNotFoundError:
+        if model_path.suffix not in (".keras", ".h5"):
+            raise
+    from kvision._keras import load_model
+
+    return InputContract.from_model(load_model(model_path))
 
 
 def load_report(run_dir) -> dict:

@@ -12,12 +12,29 @@ from kvision.cli import build_parser, main
 
 
 def test_help_on_every_command(capsys):
-    parser = build_parser()
+    from deploy.cli import add_deploy_commands
+    from deploy.cli import main as full_main
+
+    parser = build_parser((add_deploy_commands,))
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) >= {"train", "evaluate", "export", "predict", "pipeline", "config", "list"}
+    assert set(commands) >= {
+        "train",
+        "evaluate",
+        "export",
+        "predict",
+        "pipeline",
+        "config",
+        "list",
+        "compress",
+        "benchmark",
+        "serve",
+        "convert",
+        "inspect",
+    }
+    assert "benchmark" not in build_parser()._subparsers._group_actions[0].choices
     for name in commands:
         with pytest.raises(SystemExit) as exit_:
-            main([name, "--help"])
+            full_main([name, "--help"])
         assert exit_.value.code == 0
         assert "usage: kvision" in capsys.readouterr().out
 
@@ -132,3 +149,26 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_npz):
         result = json.loads(p.stdout)
         probs = [t["probability"] for t in result[0]["top_k"]]
         assert len(probs) == 2 and probs[0] >= probs[1]
+
+
+def test_compress_command_on_a_user_model_file(tmp_path, tiny_npz, capsys):
+    """`kvision compress --model FILE` with PTQ: verified artifacts and a per-layer report."""
+    from kvision.models import build_model
+
+    model = build_model("lenet", (28, 28, 1), 4)
+    path = tmp_path / "user" / "model.keras"
+    path.parent.mkdir()
+    model.save(path)
+    code = main([
+        "compress", "--model", str(path), "--out", str(tmp_path / "c"), "data.dataset=npz",
+        f"data.path={tiny_npz}", "data.val_split=0.25", "compress.techniques=[ptq]",
+        "compress.ptq.variants=[float16,dynamic]", "compress.accuracy_floor=100",
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert (tmp_path / "c" / "compress_report.json").is_file()
+    report = json.loads((tmp_path / "c" / "compress_report.json").read_text())
+    names = {a["name"]: a for a in report["artifacts"]}
+    assert {"ptq_float16", "ptq_dynamic"} <= set(names)
+    assert all(a["status"] == "ok" for a in names.values())
+    assert "float16" in out

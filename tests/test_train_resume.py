@@ -109,3 +109,36 @@ def test_keras3_model_is_rejected(tmp_path, tiny_images):
     m = keras3.Sequential([keras3.Input((4,)), keras3.layers.Dense(2)])
     with pytest.raises(TypeError, match="Keras 3 object.*tf_keras"):
         fit(m, None, None, TrainConfig(epochs=1), tmp_path)
+
+
+def test_device_augmentation_runs_in_the_train_step_only(tmp_path, tiny_images):
+    import tensorflow as tf
+
+    from kvision._keras import load_model
+
+    images, labels = tiny_images
+    model = build_model("lenet", (28, 28, 1), 4)
+    split = Split(labels, images=images)
+    train = build_dataset(split, model.kvision_contract, 16, training=True)  # 4 steps
+    val = build_dataset(split, model.kvision_contract, 16)
+    calls = tf.Variable(0, dtype=tf.int64)
+    seen_max = tf.Variable(0.0)
+
+    def augmenter(x, y):
+        calls.assign_add(1)
+        seen_max.assign(tf.maximum(seen_max, tf.reduce_max(x)))
+        return 1.0 - x, y
+
+    result = fit(
+        model,
+        train,
+        val,
+        TrainConfig(epochs=2),
+        tmp_path / "run",
+        verbose=0,
+        device_augmenter=augmenter,
+    )
+    assert int(calls.numpy()) == 2 * 4  # every train step, never for validation
+    assert float(seen_max.numpy()) <= 1.0  # the augmenter sees [0, 1] images
+    saved = load_model(result.checkpoint)
+    assert [layer.name for layer in saved.layers] == [layer.name for layer in model.layers]

@@ -82,7 +82,11 @@ def build_model(name: str, input_shape, num_classes: int, labels=None, **options
     h, w, c = (int(v) for v in input_shape)
     model = builder(input_shape=(h, w, c), num_classes=int(num_classes), **options)
     labels = list(labels) if labels is not None else [str(i) for i in range(int(num_classes))]
-    return attach_contract(model, InputContract(h, w, c, labels=labels))
+    # Builders whose (local) weights expect another input range say so on the model.
+    scale = float(getattr(model, "kvision_input_scale", 1.0 / 255.0))
+    offset = float(getattr(model, "kvision_input_offset", 0.0))
+    contract = InputContract(h, w, c, scale=scale, offset=offset, labels=labels)
+    return attach_contract(model, contract)
 
 
 def _import_builtin_models() -> None:

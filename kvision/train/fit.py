@@ -123,6 +123,7 @@ def fit(
     class_weight: dict | None = None,
     callbacks=(),
     verbose: int | str = "auto",
+    device_augmenter=None,
 ) -> FitResult:
     """Train ``model`` with Keras ``fit``; resumable, checkpointed and logged under ``run_dir``.
 
@@ -138,6 +139,9 @@ def fit(
         callbacks: extra Keras callbacks.
         verbose: Keras verbosity; ``"auto"`` shows the progress bar on a terminal and one line per
             epoch otherwise.
+        device_augmenter: an augmenter (``kvision.augment.build_augmenter``) applied inside the
+            train step, on the device that trains (the GPU when there is one), instead of in
+            ``tf.data``. ``model`` itself never contains it: it is what gets checkpointed.
 
     Returns:
         A :class:`FitResult`. The model holds the weights of the last epoch; the best ones are in
@@ -155,7 +159,11 @@ def fit(
         one_hot = lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes))  # noqa: E731
         train_ds = train_ds.map(one_hot)
         val_ds = val_ds.map(one_hot) if val_ds is not None else None
-    compile_model(model, cfg, steps)
+    trainer = model
+    if device_augmenter is not None:
+        contract = getattr(model, "kvision_contract", None)
+        trainer = _DeviceAugmentTrainer(model, device_augmenter, contract)
+    compile_model(trainer, cfg, steps)
 
     history_csv = run_dir / HISTORY_CSV
     done_before = _read_history(history_csv)
@@ -175,13 +183,7 @@ def fit(
             str(backup_dir), save_freq="epoch", delete_checkpoint=True
         ),
         _LearningRateLogger(),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / BEST_CHECKPOINT),
-            monitor=monitor,
-            mode="max",
-            save_best_only=True,
-            initial_value_threshold=best_so_far,
-        ),
+        _BestCheckpoint(model, run_dir / BEST_CHECKPOINT, monitor, best_so_far),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
     ]
@@ -195,7 +197,7 @@ def fit(
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
 
-    keras_history = model.fit(
+    keras_history = trainer.fit(
         train_ds.repeat() if cfg.steps_per_epoch or steps_per_epoch else train_ds,
         validation_data=val_ds,
         epochs=cfg.epochs,
@@ -234,6 +236,48 @@ def has_backup(run_dir) -> bool:
     """True when ``run_dir`` holds the backup of an interrupted training."""
     backup = Path(run_dir) / "backup"
     return backup.is_dir() and any(backup.iterdir())
+
+
+class _BestCheckpoint(keras.callbacks.Callback):
+    """Saves ``model`` (not the object being fit) atomically when ``monitor`` improves."""
+
+    def __init__(self, model, path: Path, monitor: str, best: float | None = None):
+        super().__init__()
+        self.target, self.path, self.monitor = model, Path(path), monitor
+        self.best = -math.inf if best is None else best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value > self.best:
+            return
+        self.best = float(value)
+        tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
+        self.target.save(tmp)
+        tmp.replace(self.path)
+
+
+class _DeviceAugmentTrainer(keras.Model):
+    """Wraps a model so that augmentation runs in its train step (on the training device).
+
+    The augmenter works on images in [0, 1]; inputs normalized per the model's contract are
+    mapped back and forth around it.
+    """
+
+    def __init__(self, inner, augmenter, contract=None):
+        super().__init__(name=f"{inner.name}_device_augment")
+        self.inner, self.augmenter = inner, augmenter
+        scale = 255.0 * contract.scale if contract is not None else 1.0
+        self._scale, self._offset = scale, contract.offset if contract is not None else 0.0
+
+    def call(self, inputs, training=False):
+        return self.inner(inputs, training=training)
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        unit = (x - self._offset) / self._scale
+        unit, y = self.augmenter(unit, y)
+        x = unit * self._scale + self._offset
+        return super().train_step((x, y, *data[2:]))
 
 
 class _LearningRateLogger(keras.callbacks.Callback):

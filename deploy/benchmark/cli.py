@@ -1,0 +1,154 @@
+"""``kvision benchmark``: the command-line mirror of :func:`deploy.benchmark.run_benchmark`.
+
+Examples::
+
+    kvision benchmark runs/x/export --threads 1 2 --dataset fashion_mnist --limit 2000 \
+        --out runs/x/benchmark --floor 0.85
+    kvision benchmark model.tflite other.tflite --delegate gpu --delegate /opt/libedgetpu.so.1
+
+Exit status: 0 when every row ran (``ok``) or was ``unavailable`` here; 1 when a row fell under
+``--floor`` (or, with ``--strict``, any row failed); 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from deploy.benchmark.data import DATASET_KINDS
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Add the benchmark arguments to ``parser`` (a new one by default); the CLI reuses it."""
+    p = parser or argparse.ArgumentParser(
+        prog="kvision benchmark", description="Benchmark artifacts on every runtime."
+    )
+    p.add_argument(
+        "artifacts",
+        nargs="+",
+        help=".tflite / .keras / .h5 / .onnx files, SavedModel folders, or a folder to search "
+        "(e.g. a run's export/ folder); NAME=PATH names a row",
+    )
+    p.add_argument("--out", help="output folder for benchmark.json/.csv/.md/.html")
+    p.add_argument(
+        "--runtimes",
+        help="comma-separated runtime names (default: every runtime of each format)",
+    )
+    p.add_argument("--threads", type=int, nargs="+", default=[1], help="thread counts (1)")
+    p.add_argument(
+        "--delegate",
+        action="append",
+        default=[],
+        help="LiteRT external delegate: gpu, edgetpu, hexagon, armnn or a library path "
+        "(repeatable; absent ones show as unavailable)",
+    )
+    p.add_argument("--dataset", choices=DATASET_KINDS, help="score accuracy on this dataset")
+    p.add_argument("--data-path", help="dataset folder / .npz (default location for IDX sets)")
+    p.add_argument("--limit", type=int, help="use the first N evaluation images")
+    p.add_argument("--baseline", help="artifact name of the float baseline")
+    p.add_argument("--floor", type=float, help="minimum accuracy; exit 1 when a row is under it")
+    p.add_argument("--min-agreement", type=float, help="minimum top-1 agreement with baseline")
+    p.add_argument("--warmup", type=int, default=10, help="warm-up calls (10)")
+    p.add_argument("--runs", type=int, default=100, help="timed batch-1 calls (100)")
+    p.add_argument("--batch-size", type=int, default=32, help="throughput batch (32)")
+    p.add_argument("--throughput-runs", type=int, default=20, help="timed batch-N calls (20)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any row failed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark from command-line arguments; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    return run_from_args(args)
+
+
+def run_from_args(args) -> int:
+    from deploy.benchmark.data import EvalData
+    from deploy.benchmark.outputs import render_markdown
+    from deploy.benchmark.run import run_benchmark
+    from deploy.benchmark.schema import FAILED
+
+    try:
+        artifacts = expand_artifacts(args.artifacts)
+        data = None
+        if args.dataset:
+            data = EvalData.from_dataset(args.dataset, args.data_path, args.limit)
+        doc = run_benchmark(
+            artifacts,
+            out_dir=args.out,
+            runtimes=args.runtimes.split(",") if args.runtimes else None,
+            threads=args.threads,
+            delegates=args.delegate,
+            data=data,
+            baseline=args.baseline,
+            floor=args.floor,
+            min_agreement=args.min_agreement,
+            warmup=args.warmup,
+            runs=args.runs,
+            batch_size=args.batch_size,
+            throughput_runs=args.throughput_runs,
+            progress=not args.no_progress,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"kvision benchmark: error: {exc}", file=sys.stderr)
+        return 2
+    print(render_markdown(doc))
+    if args.out:
+        print(f"written: {Path(args.out) / 'benchmark.json'} (+ .csv, .md, .html)")
+    statuses = [r["status"] for r in doc["rows"]]
+    if "below_floor" in statuses:
+        print(f"FAIL: {statuses.count('below_floor')} row(s) under --floor", file=sys.stderr)
+        return 1
+    if args.strict and any(s in FAILED for s in statuses):
+        print("FAIL: some rows failed (--strict)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def expand_artifacts(specs: list[str]) -> list[tuple[str | None, Path]]:
+    """``NAME=PATH`` / ``PATH`` arguments -> ``(name, path)`` pairs; folders are searched.
+
+    A folder that is not itself a SavedModel yields its ``.tflite``, ``.keras``, ``.h5`` and
+    ``.onnx`` files and its SavedModel model folders (those holding numeric versions).
+    """
+    from deploy.runtimes import detect_format
+
+    out = []
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else (None, "", spec)
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"Artifact not found: {p}")
+        try:
+            detect_format(p)
+            out.append((name or None, p))
+            continue
+        except ValueError:
+            if not p.is_dir():
+                raise
+        found = _search(p)
+        if not found:
+            raise ValueError(f"No artifacts (.tflite, .keras, .h5, .onnx, SavedModel) under {p}")
+        out.extend((None, f) for f in found)
+    return out
+
+
+def _search(folder: Path) -> list[Path]:
+    files = sorted(
+        f
+        for f in folder.rglob("*")
+        if f.is_file() and f.suffix in (".tflite", ".keras", ".h5", ".onnx")
+    )
+    models = sorted(
+        d
+        for d in folder.rglob("*")
+        if d.is_dir()
+        and not d.name.isdigit()
+        and any(
+            v.is_dir() and v.name.isdigit() and (v / "saved_model.pb").is_file()
+            for v in d.iterdir()
+        )
+    )
+    return models + files

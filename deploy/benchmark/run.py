@@ -1,0 +1,390 @@
+"""``run_benchmark``: every artifact x runtime x thread count, one row each, never a crash.
+
+Each row loads the artifact in its runtime, runs it on the evaluation images (or on a small
+deterministic probe batch when no dataset is given), validates the outputs, scores the metric,
+times batch-1 latency after warm-up (p50/p90/p99 over every call), then throughput at batch N,
+and records load time and peak memory. A row that cannot run is a row with a status and a
+reason (see ``deploy.benchmark.schema``). The baseline artifact (the Keras model, else the
+SavedModel, else the first artifact) runs first; every other row reports its metric delta and
+top-1 agreement against the baseline's first successful row.
+
+Example:
+    >>> doc = run_benchmark(
+    ...     ["runs/x/export/tflite/classifier_float32.tflite",
+    ...      "runs/x/export/saved_model/classifier"],
+    ...     out_dir="runs/x/benchmark", threads=[1, 2],
+    ...     data=EvalData.from_dataset("fashion_mnist"))
+    >>> [(r["artifact"], r["runtime"], r["status"]) for r in doc["rows"]][:2]
+    [('classifier/1', 'tf_cpu', 'ok'), ('classifier/1', 'tf_gpu', 'unavailable')]
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from deploy.benchmark.memory import PeakMemory
+from deploy.benchmark.schema import BENCHMARK_SCHEMA_VERSION, BenchmarkRow
+from deploy.runtimes import (
+    DELEGATE_PREFIX,
+    RUNTIME_FORMATS,
+    RuntimeUnavailable,
+    artifact_contract,
+    default_runtimes,
+    detect_format,
+    open_runtime,
+    runtime_kind,
+    saved_model_version_dir,
+    supports_threads,
+)
+
+_BASELINE_ORDER = ("keras", "saved_model", "onnx", "tflite")
+_PROBE_N = 16
+
+
+def run_benchmark(
+    artifacts,
+    out_dir=None,
+    runtimes: Sequence[str] | None = None,
+    threads: Sequence[int] = (1,),
+    delegates: Sequence[str] = (),
+    data=None,
+    baseline: str | None = None,
+    floor: float | None = None,
+    min_agreement: float | None = None,
+    warmup: int = 10,
+    runs: int = 100,
+    batch_size: int = 32,
+    throughput_runs: int = 20,
+    progress: bool = True,
+) -> dict:
+    """Benchmark ``artifacts`` and return the ``benchmark.json`` dict (written if ``out_dir``).
+
+    Args:
+        artifacts: paths, ``(name, path)`` pairs or a ``{name: path}`` mapping: ``.tflite``
+            files, SavedModel folders, ``.keras`` / ``.h5`` / ``.onnx`` files.
+        out_dir: write ``benchmark.json``, ``.csv``, ``.md`` and ``.html`` there (default: none).
+        runtimes: runtime names to try (default: each format's defaults, see
+            ``deploy.runtimes.registry``); runtimes that do not run a format are skipped for it.
+        threads: thread counts for runtimes that take one (default ``(1,)``).
+        delegates: LiteRT external delegates (names like ``"gpu"`` or library paths), one extra
+            runtime per ``.tflite`` artifact; absent ones become ``unavailable`` rows.
+        data: ``EvalData`` to score accuracy on (default ``None``: no metric).
+        baseline: artifact name of the float baseline (default: Keras, else SavedModel, else
+            the first artifact).
+        floor: minimum accuracy; rows under it get status ``below_floor`` (default none).
+        min_agreement: minimum top-1 agreement with the baseline; rows under it get status
+            ``failed_validation`` (default none: reported only).
+        warmup: untimed calls before timing (default 10).
+        runs: timed batch-1 calls (default 100).
+        batch_size: batch for the throughput measurement (default 32).
+        throughput_runs: timed calls at ``batch_size`` (default 20).
+        progress: show a tqdm progress bar (default True).
+
+    Returns:
+        The benchmark document (schema in ``deploy.benchmark.schema``).
+    """
+    items = _normalize_artifacts(artifacts)
+    threads = _check_threads(threads)
+    for name, value in (("warmup", warmup), ("runs", runs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (name != "warmup"):
+            raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
+    if runtimes is not None:
+        for r in runtimes:
+            runtime_kind(r)
+    baseline = _pick_baseline(items, baseline)
+    items.sort(key=lambda it: it[0] != baseline)
+    plan = _plan(items, runtimes, threads, delegates)
+
+    memory = PeakMemory()
+    state = {"outputs": None, "metric": None, "row": None}
+    rows = []
+    bar = _progress(len(plan), progress)
+    for name, path, fmt, runtime, n_threads in plan:
+        if bar is not None:
+            bar.set_postfix_str(f"{name} / {runtime}" + (f" x{n_threads}" if n_threads else ""))
+        row = _bench_one(
+            name, path, fmt, runtime, n_threads, data, memory, state,
+            is_baseline=name == baseline,
+            settings=dict(warmup=warmup, runs=runs, batch_size=batch_size,
+                          throughput_runs=throughput_runs, floor=floor,
+                          min_agreement=min_agreement),
+        )  # fmt: skip
+        rows.append(row)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    doc = {
+        "schema_version": BENCHMARK_SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "host": host_info(),
+        "settings": {
+            "warmup": warmup,
+            "runs": runs,
+            "batch_size": batch_size,
+            "throughput_runs": throughput_runs,
+            "threads": list(threads),
+            "floor": floor,
+            "min_agreement": min_agreement,
+            "metric": "accuracy",
+            "memory_method": memory.method,
+        },
+        "data": data.summary() if data is not None else None,
+        "baseline": state["row"],
+        "rows": [r.to_dict() for r in rows],
+    }
+    if out_dir is not None:
+        from deploy.benchmark.outputs import write_outputs
+
+        write_outputs(doc, out_dir)
+    return doc
+
+
+def _bench_one(name, path, fmt, runtime, threads, data, memory, state, is_baseline, settings):
+    from kvision.export.artifact import gzip_size, path_size, short_reason
+
+    sized = saved_model_version_dir(path) if fmt == "saved_model" else Path(path)
+    row = BenchmarkRow(
+        name, str(path), fmt, runtime, threads, "ok",
+        size_mb=round(path_size(sized) / 1e6, 4), gzip_mb=round(gzip_size(sized) / 1e6, 4),
+    )  # fmt: skip
+
+    def fail(status, reason):
+        row.status, row.reason = status, reason
+        return row
+
+    if fmt == "tflite":
+        problem = _op_problem(path)
+        if problem:
+            return fail("failed_validation", problem)
+    try:
+        rt = open_runtime(path, runtime, threads)
+    except (ValueError, FileNotFoundError) as exc:
+        return fail("failed_load", short_reason(exc))
+    memory.start()
+    start = time.perf_counter()
+    try:
+        rt.load()
+        row.load_s = round(time.perf_counter() - start, 4)
+        row.input, row.output = rt.input_spec.to_dict(), rt.output_spec.to_dict()
+        contract, row.contract_source = artifact_contract(path, rt.input_spec)
+    except RuntimeUnavailable as exc:
+        return fail("unavailable", str(exc))
+    except Exception as exc:  # any load failure is a row, not a crash
+        return fail("failed_load", short_reason(exc))
+    finally:
+        row.options = rt.describe()
+    try:
+        x = data.inputs(contract) if data is not None else _probe(contract)
+        outputs = rt.predict(x)
+        problem = _output_problem(outputs, len(x), state["outputs"])
+        if problem:
+            return fail("failed_validation", problem)
+        if state["outputs"] is not None and state["outputs"].shape == outputs.shape:
+            row.agreement = float(np.mean(outputs.argmax(-1) == state["outputs"].argmax(-1)))
+        if data is not None:
+            acc = float(np.mean(outputs.argmax(-1) == data.labels))
+            base = state["metric"]
+            row.metric = {
+                "name": "accuracy",
+                "value": acc,
+                "delta_vs_baseline": None if base is None else acc - base,
+                "n": int(len(x)),
+            }
+        row.latency, row.latency_samples_ms = _batch1_latency(rt, x, settings)
+        row.throughput = _throughput(rt, x, settings)
+        row.memory = memory.stop()
+    except Exception as exc:  # a runtime that loads but cannot run is a row too
+        return fail("failed_run", short_reason(exc))
+    finally:
+        row.options = rt.describe()
+        rt.close()
+    if is_baseline and state["row"] is None:
+        state["outputs"] = outputs
+        state["metric"] = row.metric["value"] if row.metric else None
+        state["row"] = {"artifact": name, "runtime": runtime, "metric": state["metric"]}
+        if row.metric:
+            row.metric["delta_vs_baseline"] = 0.0
+        row.agreement = 1.0
+    min_agreement = settings["min_agreement"]
+    if (
+        min_agreement is not None
+        and not is_baseline
+        and row.agreement is not None
+        and row.agreement < min_agreement
+    ):
+        return fail(
+            "failed_validation",
+            f"top-1 agreement with the baseline {row.agreement:.2%} < {min_agreement:.2%}",
+        )
+    floor = settings["floor"]
+    if floor is not None and row.metric and row.metric["value"] < floor:
+        return fail("below_floor", f"accuracy {row.metric['value']:.4f} < floor {floor:.4f}")
+    return row
+
+
+def _batch1_latency(rt, x, settings) -> tuple[dict, list]:
+    """Batch-1 timing loop (as ``measure_latency``) keeping every sample for distributions."""
+    from kvision.evaluate import latency_stats
+
+    one = x[:1]
+    for _ in range(settings["warmup"]):
+        rt.predict(one)
+    times = np.empty(settings["runs"], dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i in range(settings["runs"]):
+        t0 = clock()
+        rt.predict(one)
+        times[i] = clock() - t0
+    stats = latency_stats(times, settings["warmup"])
+    stats["batch_size"] = 1
+    return stats, [round(t / 1e6, 5) for t in times.tolist()]
+
+
+def _throughput(rt, x, settings) -> dict:
+    from kvision.evaluate import measure_latency
+
+    b = settings["batch_size"]
+    fixed = rt.input_spec.shape[0]
+    if fixed is not None:  # a fixed-batch artifact is timed at its own batch size
+        b = int(fixed)
+    stats = measure_latency(
+        rt.predict, x, warmup=2, runs=settings["throughput_runs"], batch_sizes=[b]
+    )["by_batch_size"][0]
+    return {
+        "batch_size": b,
+        "p50_ms": stats["p50_ms"],
+        "images_per_s": stats["images_per_s"],
+    }
+
+
+def _output_problem(outputs: np.ndarray, n: int, reference) -> str:
+    if outputs.ndim != 2 or len(outputs) != n:
+        return f"output shape {list(outputs.shape)}; expected [{n}, num_classes]"
+    if not np.all(np.isfinite(outputs)):
+        return "outputs contain NaN or Inf"
+    if reference is not None and reference.shape[1:] != outputs.shape[1:]:
+        return f"{outputs.shape[1]} outputs per image; the baseline has {reference.shape[1]}"
+    return ""
+
+
+def _op_problem(path) -> str:
+    from kvision.export.litert import split_ops, tflite_op_names
+
+    try:
+        flex, custom = split_ops(tflite_op_names(path))
+    except ValueError as exc:
+        return str(exc)
+    if flex or custom:
+        return f"needs non-builtin ops (Flex {flex}, custom {custom}); only builtin ops run here"
+    return ""
+
+
+def _probe(contract) -> np.ndarray:
+    """A deterministic batch of pixel noise in the contract's scale (no dataset given)."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(_PROBE_N, *contract.shape), dtype=np.uint8)
+    return contract.normalize(pixels)
+
+
+def _normalize_artifacts(artifacts) -> list[tuple[str, Path, str]]:
+    if isinstance(artifacts, (str, Path)):
+        artifacts = [artifacts]
+    pairs = list(artifacts.items()) if isinstance(artifacts, Mapping) else list(artifacts)
+    if not pairs:
+        raise ValueError("`artifacts` should name at least one artifact. Received: []")
+    items, seen = [], set()
+    for item in pairs:
+        name, path = item if isinstance(item, tuple) else (None, item)
+        path = Path(path)
+        fmt = detect_format(path)
+        name = name or _default_name(path, fmt)
+        base, k = name, 2
+        while name in seen:
+            name, k = f"{base}#{k}", k + 1
+        seen.add(name)
+        items.append((name, path, fmt))
+    return items
+
+
+def _default_name(path: Path, fmt: str) -> str:
+    if fmt != "saved_model":
+        return path.stem
+    version = saved_model_version_dir(path)
+    return f"{version.parent.name}/{version.name}" if version.name.isdigit() else version.name
+
+
+def _pick_baseline(items, baseline):
+    names = [it[0] for it in items]
+    if baseline is not None:
+        if baseline not in names:
+            raise ValueError(f"`baseline` should be one of {names}. Received: {baseline!r}")
+        return baseline
+    for fmt in _BASELINE_ORDER:
+        for name, _, f in items:
+            if f == fmt:
+                return name
+    return names[0]
+
+
+def _plan(items, runtimes, threads, delegates) -> list[tuple]:
+    plan = []
+    for name, path, fmt in items:
+        names = list(runtimes) if runtimes is not None else default_runtimes(fmt)
+        if fmt == "tflite":
+            names += [f"{DELEGATE_PREFIX}{d}" for d in delegates]
+        names = [r for r in names if fmt in RUNTIME_FORMATS[runtime_kind(r)]]
+        if not names:
+            names = default_runtimes(fmt)[:1]  # keeps one row that says what ran
+        for r in dict.fromkeys(names):
+            for t in threads if supports_threads(r) else [None]:
+                plan.append((name, path, fmt, r, t))
+    return plan
+
+
+def _check_threads(threads) -> list[int]:
+    if isinstance(threads, int):
+        threads = [threads]
+    threads = list(threads)
+    if not threads or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in threads):
+        raise ValueError(
+            f"`threads` should be a non-empty list of positive integers. Received: {threads!r}"
+        )
+    return threads
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="benchmark", unit="row")
+
+
+def host_info() -> dict:
+    """Platform, CPU count and the versions of the engines (``None`` when not installed)."""
+    import os
+    from importlib import metadata
+
+    def version(dist):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "tensorflow": version("tensorflow"),
+        "ai_edge_litert": version("ai-edge-litert"),
+        "onnxruntime": version("onnxruntime"),
+    }

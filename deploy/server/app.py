@@ -1,0 +1,257 @@
+"""``kvision serve``'s ASGI app: TF Serving's REST API on starlette.
+
+Routes (as TF Serving's, plus health and metrics)::
+
+    GET  /v1/models/{m}[/versions/{v}|/labels/{l}]            model status
+    GET  /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata   signature_def (+ "kvision" extras)
+    POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict    {"instances"|"inputs": ...}
+    GET  /healthz                                             {"status": "ok", "models": {...}}
+    GET  /metrics                                             Prometheus text format
+
+Every failure is ``{"error": "..."}`` with a 4xx code for client mistakes (400 bad body or
+shape, 404 unknown model / version / label / route, 405 wrong method, 413 body too large) and
+500 for a runtime failure; the process never dies on a request. Inference runs in a worker
+thread through each version's runtime pool (never two threads on one interpreter), optionally
+through a :class:`DynamicBatcher`.
+
+Example:
+    >>> store = ModelStore(); store.add("fashion", "tflite_models/classifier_float32.tflite")
+    >>> app = create_app(store)
+    >>> from starlette.testclient import TestClient
+    >>> TestClient(app).get("/v1/models/fashion").json()["model_version_status"][0]["state"]
+    'AVAILABLE'
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from deploy.server.codec import MAX_INSTANCES, SIGNATURE, BadRequest, decode_predict
+from deploy.server.metrics import Metrics
+from deploy.server.store import ModelStore, NotFound
+
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+_ROUTE = re.compile(
+    r"^(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?P<suffix>/metadata|:[A-Za-z]+)?$"
+)
+_DTYPES = {"float32": "DT_FLOAT", "float16": "DT_HALF", "int8": "DT_INT8", "uint8": "DT_UINT8"}
+
+
+class HTTPError(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def create_app(
+    store: ModelStore,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    max_instances: int = MAX_INSTANCES,
+    batching: dict | None = None,
+):
+    """Build the starlette app serving ``store``.
+
+    Args:
+        store: the loaded models (:class:`ModelStore`).
+        max_body_bytes: largest accepted request body (default 16 MiB) -> 413 beyond.
+        max_instances: largest batch per request (default 1024) -> 400 beyond.
+        batching: ``{"max_batch_size": 32, "timeout_ms": 2}`` to merge concurrent requests
+            (default ``None``: each request runs on its own).
+    """
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    metrics = Metrics()
+    batchers = {}
+    if batching:
+        from deploy.server.batching import DynamicBatcher
+
+        for name, versions in store.models.items():
+            for v, served in versions.items():
+                batchers[(name, v)] = DynamicBatcher(
+                    served.predict,
+                    int(batching.get("max_batch_size", 32)),
+                    float(batching.get("timeout_ms", 2.0)),
+                    on_batch=lambda n, name=name: metrics.observe_batch(name, n),
+                )
+
+    async def models_endpoint(request):
+        start = time.perf_counter()
+        metrics.add_inflight(1)
+        name = version = None
+        endpoint, code = "status", 200
+        try:
+            match = _ROUTE.match(request.path_params["rest"])
+            if not match:
+                raise HTTPError(404, f"Malformed request: {request.method} {request.url.path}")
+            name, suffix = match["name"], match["suffix"] or ""
+            endpoint = {"": "status", "/metadata": "metadata"}.get(suffix, suffix.lstrip(":"))
+            if endpoint not in ("status", "metadata", "predict"):
+                raise HTTPError(
+                    404 if endpoint not in ("classify", "regress") else 400,
+                    f"Unsupported API {suffix!r}: kvision serve implements :predict, /metadata "
+                    "and model status",
+                )
+            want = "POST" if endpoint == "predict" else "GET"
+            if request.method != want:
+                raise HTTPError(405, f"{endpoint} expects {want}. Received: {request.method}")
+            version = _version(match["version"])
+            if endpoint == "status":
+                return JSONResponse(_status(store, name, version, match["label"]))
+            served = store.resolve(name, version, match["label"])
+            version = served.version
+            if endpoint == "metadata":
+                return JSONResponse(_metadata(served))
+            body = await _read_body(request, max_body_bytes)
+            x, columnar = decode_predict(
+                body, served.input_spec, served.contract, SIGNATURE, max_instances
+            )
+            batcher = batchers.get((served.model, served.version))
+            if batcher is not None:
+                y = await batcher.submit(x)
+            else:
+                from starlette.concurrency import run_in_threadpool
+
+                metrics.observe_batch(served.model, len(x))
+                y = await run_in_threadpool(served.predict, x)
+            metrics.observe_predict(served.model, served.version, len(x))
+            key = "outputs" if columnar else "predictions"
+            return JSONResponse({key: y.tolist()})
+        except HTTPError as exc:
+            code, message = exc.code, exc.message
+        except BadRequest as exc:
+            code, message = 400, str(exc)
+        except NotFound as exc:
+            code, message = 404, str(exc)
+        except Exception as exc:  # a runtime failure must not take the server down
+            code = 500
+            message = f"Internal error running the model: {type(exc).__name__}: {exc}"
+        finally:
+            metrics.add_inflight(-1)
+            metrics.observe_request(name, version, endpoint, code, time.perf_counter() - start)
+        return JSONResponse({"error": message}, status_code=code)
+
+    async def health(request):
+        models = {name: sorted(versions) for name, versions in store.models.items()}
+        return JSONResponse({"status": "ok", "models": models})
+
+    async def metrics_endpoint(request):
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def not_found(request, exc):
+        code = getattr(exc, "status_code", 404)
+        detail = getattr(exc, "detail", "") or "Not Found"
+        if code == 404:
+            detail = f"No such route: {request.method} {request.url.path}"
+        return JSONResponse({"error": detail}, status_code=code)
+
+    routes = [
+        Route("/v1/models/{rest:path}", models_endpoint, methods=["GET", "POST"]),
+        Route("/healthz", health, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app.state.store = store
+    app.state.metrics = metrics
+    return app
+
+
+def _version(text):
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise HTTPError(
+            400, f"Version should be a non-negative integer. Received: version={text!r}"
+        )
+    return int(text)
+
+
+async def _read_body(request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPError(400, f"Invalid Content-Length header: {declared!r}")
+        if int(declared) > limit:
+            raise HTTPError(413, f"Request body is {int(declared)} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPError(413, f"Request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise HTTPError(400, 'Empty body: send JSON like {"instances": [...]}')
+    return body
+
+
+def _status(store: ModelStore, name: str, version, label) -> dict:
+    if version is not None or label is not None:
+        served = [store.resolve(name, version, label)]
+    else:
+        store.resolve(name)
+        served = [store.models[name][v] for v in sorted(store.models[name], reverse=True)]
+    return {
+        "model_version_status": [
+            {
+                "version": str(s.version),
+                "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""},
+            }
+            for s in served
+        ]
+    }
+
+
+def _tensor(info, dtype=None) -> dict:
+    dims = [{"size": str(-1 if d is None else int(d)), "name": ""} for d in info.shape]
+    return {
+        "dtype": dtype or _DTYPES.get(info.dtype, "DT_FLOAT"),
+        "tensor_shape": {"dim": dims, "unknown_rank": False},
+        "name": info.name,
+    }
+
+
+def _metadata(served) -> dict:
+    if served.signature and SIGNATURE in served.signature:
+        sig = served.signature[SIGNATURE]
+
+        def conv(t):
+            shape = t["shape"]
+            return {
+                "dtype": t["dtype"],
+                "tensor_shape": {
+                    "dim": [{"size": str(d), "name": ""} for d in (shape or [])],
+                    "unknown_rank": shape is None,
+                },
+                "name": t["name"],
+            }
+
+        sig_def = {
+            "inputs": {k: conv(v) for k, v in sig["inputs"].items()},
+            "outputs": {k: conv(v) for k, v in sig["outputs"].items()},
+            "method_name": sig["method_name"],
+        }
+    else:  # a .tflite / .keras: the REST inputs are float32 in model scale, quantized inside
+        sig_def = {
+            "inputs": {served.input_spec.name: _tensor(served.input_spec, "DT_FLOAT")},
+            "outputs": {served.output_spec.name: _tensor(served.output_spec, "DT_FLOAT")},
+            "method_name": "tensorflow/serving/predict",
+        }
+    return {
+        "model_spec": {"name": served.model, "signature_name": "", "version": str(served.version)},
+        "metadata": {"signature_def": {"signature_def": {SIGNATURE: sig_def}}},
+        "kvision": {
+            "format": served.format,
+            "runtime": served.runtime.describe(),
+            "artifact_input": served.input_spec.to_dict(),
+            "contract": served.contract.to_dict(),
+            "contract_source": served.contract_source,
+            "labels": served.labels,
+        },
+    }

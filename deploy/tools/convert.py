@@ -1,0 +1,256 @@
+#!/usr/bin/env python
+"""Convert a SavedModel / ``.keras`` / ``.h5`` classifier into TFLite variants, verified.
+
+Every variant goes through ``kvision.export.converter.convert_tflite`` (the one converter user)
+and is then reloaded with LiteRT and compared with the source model by
+``kvision.export.verify.verify_artifact`` (builtin ops only, dtypes, |diff|, top-1 agreement)
+with the per-variant tolerances of :data:`TOLERANCES`. A SavedModel (kvision's or anyone's with
+one image input) is wrapped in a tf_keras model around its serving signature.
+
+Usage::
+
+    python tools/convert.py --model runs/x/checkpoints/best.keras --variant float32 int8 \
+        --calibration data/calib_images --out runs/x/tflite
+    python tools/convert.py --model runs/x/export/saved_model/classifier --variant int16x8 \
+        --calibration data/calib_images --out out/
+
+Writes ``<out>/<name>_<variant>.tflite`` (+ ``.contract.json``) and ``<out>/convert_report.json``;
+exits 1 when a variant fails to convert or verify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# variant -> (atol on probabilities or None, minimum top-1 agreement with the source model)
+TOLERANCES = {
+    "float32": (1e-4, 1.0),
+    "float16": (1e-2, 0.98),
+    "dynamic": (None, 0.95),
+    "int8": (None, 0.90),
+    "int8_float_io": (None, 0.90),
+    "int16x8": (None, 0.95),
+}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(
+        prog="kvision convert", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--model", required=True, help="SavedModel folder, .keras or .h5 file")
+    p.add_argument(
+        "--variant",
+        nargs="+",
+        default=["float32"],
+        help=f"TFLite variants: {', '.join(TOLERANCES)} (default float32)",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", help="file prefix (default: the model's stem / folder name)")
+    p.add_argument(
+        "--calibration",
+        help="folder of images (flat or one sub-folder per class) for int8 / int16x8 "
+        "calibration and for verification",
+    )
+    p.add_argument("--samples", type=int, default=200, help="calibration images used (200)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert and verify; print one line per variant; return the exit status."""
+    return run_from_args(build_parser().parse_args(argv))
+
+
+def run_from_args(args) -> int:
+    """Run a conversion from parsed arguments (``kvision convert``)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        report = convert(
+            args.model,
+            args.variant,
+            args.out,
+            name=args.name,
+            calibration=args.calibration,
+            samples=args.samples,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"kvision convert: error: {exc}", file=sys.stderr)
+        return 2
+    for a in report["artifacts"]:
+        c = a["checks"]
+        print(
+            f"{a['status']:7s} {a['name']:24s} {a['size_bytes'] / 1e3:8.1f} KB  "
+            f"max|diff| {_f(c.get('max_abs_diff'))}  top-1 {_f(c.get('top1_agreement'))}  "
+            f"{a['path']}  {a['reason']}"
+        )
+    return 0 if all(a["status"] == "ok" for a in report["artifacts"]) else 1
+
+
+def convert(
+    model_path,
+    variants,
+    out_dir,
+    name: str | None = None,
+    calibration=None,
+    samples: int = 200,
+    overwrite: bool = False,
+) -> dict:
+    """Convert ``model_path`` to each variant in ``out_dir``, verify, write the report.
+
+    Returns:
+        ``{"model": str, "calibration": str | None, "artifacts": [Artifact.to_dict(), ...]}``.
+    """
+    from kvision.export.artifact import Artifact, short_reason
+    from kvision.export.converter import VARIANTS, convert_tflite
+    from kvision.export.verify import empty_checks, verify_artifact
+    from kvision.io import atomic_write_json
+
+    variants = [variants] if isinstance(variants, str) else list(variants)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise ValueError(f"`variant` should be among {sorted(VARIANTS)}. Received: {variants}")
+    model, contract = load_source_model(model_path)
+    needs_data = any(VARIANTS[v].needs_representative_data for v in variants)
+    if calibration is None and needs_data:
+        raise ValueError(
+            f"Variants {[v for v in variants if VARIANTS[v].needs_representative_data]} "
+            "calibrate activations: pass --calibration DIR (a folder of images)."
+        )
+    x = calibration_images(calibration, contract, samples) if calibration else _probe(contract, 32)
+    reference = model.predict(x, batch_size=64, verbose=0)
+    prefix = name or _stem(Path(model_path))
+    out = Path(out_dir)
+    artifacts = []
+    for variant in variants:
+        path = out / f"{prefix}_{variant}.tflite"
+        data = x if VARIANTS[variant].needs_representative_data else None
+        try:
+            convert_tflite(
+                model,
+                path,
+                variant,
+                representative_data=data,
+                contract=contract,
+                overwrite=overwrite,
+                max_calibration_samples=samples,
+            )
+        except Exception as exc:  # a variant that cannot be produced is a failed row
+            checks = empty_checks()
+            artifacts.append(Artifact.failed(variant, "tflite", path, short_reason(exc), checks))
+            continue
+        atol, agreement = TOLERANCES[variant]
+        artifacts.append(
+            verify_artifact(
+                path,
+                "tflite",
+                None,
+                x,
+                atol=atol,
+                name=variant,
+                reference=reference,
+                min_top1_agreement=agreement,
+            )
+        )
+    report = {
+        "model": str(model_path),
+        "calibration": str(calibration) if calibration else None,
+        "n_samples": int(len(x)),
+        "tolerances": {v: list(TOLERANCES[v]) for v in variants},
+        "artifacts": [a.to_dict() for a in artifacts],
+    }
+    atomic_write_json(out / "convert_report.json", report)
+    return report
+
+
+def load_source_model(path):
+    """``(tf_keras model, InputContract)`` for a ``.keras`` / ``.h5`` file or a SavedModel."""
+    from deploy.runtimes import artifact_contract, detect_format, open_runtime
+    from kvision._keras import load_model
+    from kvision.models.contract import InputContract, attach_contract
+
+    p = Path(path)
+    fmt = detect_format(p)
+    if fmt == "keras":
+        model = load_model(p)
+        contract = InputContract.for_model_file(p, model)
+    elif fmt == "saved_model":
+        with open_runtime(p, "tf_cpu") as rt:
+            spec, out_spec = rt.input_spec, rt.output_spec
+        contract, _ = artifact_contract(p, spec)
+        if not contract.labels and isinstance(out_spec.shape[-1], int):
+            contract.labels = [str(i) for i in range(out_spec.shape[-1])]
+        model = _wrap_saved_model(p, spec, out_spec, contract)
+    else:
+        raise ValueError(f"--model should be a SavedModel, .keras or .h5. Received: {p} ({fmt})")
+    attach_contract(model, contract)
+    return model, contract
+
+
+def _wrap_saved_model(path, spec, out_spec, contract):
+    """A tf_keras model whose one layer calls the SavedModel's serving signature."""
+    import tensorflow as tf
+
+    from deploy.runtimes import saved_model_version_dir
+    from kvision._keras import keras
+
+    folder = str(saved_model_version_dir(path))
+
+    class SavedModelLayer(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.loaded = tf.saved_model.load(folder)
+            sigs = dict(self.loaded.signatures)
+            self.fn = sigs.get("serving_default") or next(iter(sigs.values()))
+
+        def call(self, x):
+            return self.fn(**{spec.name: tf.cast(x, spec.dtype)})[out_spec.name]
+
+    inp = keras.Input(contract.shape, name="images")
+    return keras.Model(inp, SavedModelLayer(name="saved_model")(inp))
+
+
+def calibration_images(folder, contract, limit: int = 200) -> np.ndarray:
+    """Up to ``limit`` images of ``folder`` (searched recursively, sorted, evenly spread),
+    decoded at the contract's size and channels and normalized: float32 ``[N, H, W, C]``."""
+    from kvision.data.folders import load_image
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Calibration folder not found: {root}")
+    files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"`samples` should be a positive integer. Received: {limit!r}")
+    if len(files) > limit:
+        idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
+        files = [files[i] for i in np.unique(idx)]
+    size = (contract.height, contract.width)
+    pixels = np.stack([load_image(f, contract.channels, size) for f in files])
+    return contract.normalize(pixels)
+
+
+def _probe(contract, n: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return contract.normalize(rng.integers(0, 256, (n, *contract.shape), dtype=np.uint8))
+
+
+def _stem(p: Path) -> str:
+    if p.is_dir():
+        return p.parent.name if p.name.isdigit() else p.name
+    return p.stem
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

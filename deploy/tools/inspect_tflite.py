@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Inspect a ``.tflite`` file: size, ops (with counts), tensors with quantization, signatures,
+and whether it uses only builtin ops (no Flex / custom ops, so any LiteRT build runs it).
+
+Usage::
+
+    python tools/inspect_tflite.py tflite_models/classifier_int8.tflite
+    python tools/inspect_tflite.py model.tflite --json          # machine-readable
+    python tools/inspect_tflite.py model.tflite --tensors       # every tensor, not just I/O
+
+Exit status: 0 builtin-only, 1 when the model needs Flex / custom ops, 2 unreadable file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+
+def inspect_tflite(path) -> dict:
+    """Everything :func:`main` prints, as a JSON-ready dict.
+
+    Keys: ``path``, ``size_bytes``, ``gzip_bytes``, ``ops`` (sorted names), ``op_counts``
+    (``{name: n}`` in the graph, ``None`` when the interpreter cannot load it), ``flex_ops``,
+    ``custom_ops``, ``builtin_only``, ``loadable``, ``load_error``, ``inputs`` / ``outputs`` /
+    ``tensors`` (``{index, name, shape, dtype, quantization: {scales, zero_points, axis}}``),
+    ``signatures``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a TFLite flatbuffer.
+    """
+    from kvision.export.artifact import gzip_size
+    from kvision.export.litert import LiteRTModel, split_ops, tflite_op_names
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"TFLite file not found: {p}")
+    ops = tflite_op_names(p)
+    flex, custom = split_ops(ops)
+    info = {
+        "path": str(p),
+        "size_bytes": p.stat().st_size,
+        "gzip_bytes": gzip_size(p),
+        "ops": ops,
+        "op_counts": None,
+        "flex_ops": flex,
+        "custom_ops": custom,
+        "builtin_only": not flex and not custom,
+        "loadable": False,
+        "load_error": "",
+        "inputs": [],
+        "outputs": [],
+        "tensors": [],
+        "signatures": {},
+    }
+    try:
+        model = LiteRTModel(p, use_xnnpack=False)
+    except ValueError as exc:
+        info["load_error"] = str(exc)
+        return info
+    interp = model._interpreter  # LiteRTModel exposes no tensor/op listing yet
+    info["loadable"] = True
+    info["op_counts"] = dict(
+        sorted(Counter(o["op_name"] for o in interp._get_ops_details()).items())
+    )
+    info["inputs"] = [_tensor(d) for d in model.input_details]
+    info["outputs"] = [_tensor(d) for d in model.output_details]
+    info["tensors"] = [_tensor(d) for d in interp.get_tensor_details()]
+    info["signatures"] = model.signature
+    return info
+
+
+def _tensor(d: dict) -> dict:
+    q = d.get("quantization_parameters") or {}
+    scales = np.asarray(q.get("scales", []), dtype=np.float64)
+    zps = np.asarray(q.get("zero_points", []), dtype=np.int64)
+    sig = d.get("shape_signature", d.get("shape"))
+    return {
+        "index": int(d["index"]),
+        "name": d["name"],
+        "shape": [None if int(s) < 0 else int(s) for s in sig],
+        "dtype": np.dtype(d["dtype"]).name,
+        "quantization": {
+            "scales": scales.tolist() if scales.size <= 4 else _summary(scales),
+            "zero_points": zps.tolist() if zps.size <= 4 else _summary(zps),
+            "axis": int(q.get("quantized_dimension", 0)),
+            "per_channel": bool(scales.size > 1),
+        },
+    }
+
+
+def _summary(a: np.ndarray) -> dict:
+    return {"n": int(a.size), "min": float(a.min()), "max": float(a.max())}
+
+
+def format_report(info: dict, tensors: bool = False) -> str:
+    """Human-readable text of :func:`inspect_tflite`'s dict."""
+    lines = [
+        f"{info['path']}: {info['size_bytes'] / 1e3:.1f} KB ({info['gzip_bytes'] / 1e3:.1f} KB "
+        "gzip)",
+        f"builtin ops only: {'yes' if info['builtin_only'] else 'NO'}"
+        + (f"  Flex {info['flex_ops']}" if info["flex_ops"] else "")
+        + (f"  custom {info['custom_ops']}" if info["custom_ops"] else ""),
+    ]
+    if info["op_counts"]:
+        lines.append("ops: " + ", ".join(f"{k} x{v}" for k, v in info["op_counts"].items()))
+    else:
+        lines.append("ops: " + ", ".join(info["ops"]))
+    if not info["loadable"]:
+        lines.append(f"cannot load with LiteRT: {info['load_error']}")
+        return "\n".join(lines)
+    for key in ("inputs", "outputs"):
+        for t in info[key]:
+            lines.append(f"{key[:-1]:6s} {_line(t)}")
+    for name, sig in info["signatures"].items():
+        lines.append(f"signature {name}: {sig['inputs']} -> {sig['outputs']}")
+    if tensors:
+        lines.append(f"tensors ({len(info['tensors'])}):")
+        lines += [f"  {_line(t)}" for t in info["tensors"]]
+    else:
+        quantized = sum(1 for t in info["tensors"] if t["quantization"]["scales"])
+        lines.append(f"tensors: {len(info['tensors'])} ({quantized} quantized; --tensors lists)")
+    return "\n".join(lines)
+
+
+def _line(t: dict) -> str:
+    q = t["quantization"]
+    quant = ""
+    if q["scales"]:
+        quant = f"  scale {q['scales']} zero_point {q['zero_points']}"
+        if q["per_channel"]:
+            quant += f" (per-channel, axis {q['axis']})"
+    return f"#{t['index']:<4d} {t['name']}  {t['dtype']} {t['shape']}{quant}"
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(
+        prog="kvision inspect", description="Inspect a .tflite file."
+    )
+    p.add_argument("model", help=".tflite file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--tensors", action="store_true", help="list every tensor")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_from_args(build_parser().parse_args(argv))
+
+
+def run_from_args(args) -> int:
+    """Inspect from parsed arguments (``kvision inspect``)."""
+    try:
+        info = inspect_tflite(args.model)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"kvision inspect: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(info, indent=2) if args.json else format_report(info, args.tensors))
+    return 0 if info["builtin_only"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

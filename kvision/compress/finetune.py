@@ -1,0 +1,85 @@
+"""Short fine-tuning runs for compression (pruning, QAT, clustering) with the user's pipeline.
+
+Compression fine-tunes with the same ``tf.data`` pipeline the float model was trained with
+(augmentation stays in the pipeline, never in the model). This helper compiles with Adam and a
+cosine-decayed learning rate and calls Keras ``fit``; it does not checkpoint (the runs are short
+and the wrapped models are not the artifacts).
+"""
+
+from __future__ import annotations
+
+from kvision._keras import keras
+
+
+def count_steps(train_ds, steps_per_epoch: int | None) -> int:
+    """Steps per epoch: ``steps_per_epoch`` if given, else the dataset's cardinality.
+
+    Raises:
+        ValueError: the dataset has unknown or zero length and ``steps_per_epoch`` is None.
+    """
+    if steps_per_epoch is not None:
+        if int(steps_per_epoch) < 1:
+            raise ValueError(
+                f"`steps_per_epoch` should be >= 1. Received: steps_per_epoch={steps_per_epoch}"
+            )
+        return int(steps_per_epoch)
+    n = int(train_ds.cardinality())
+    if n < 0:
+        raise ValueError(
+            "The training dataset has unknown length: pass `steps_per_epoch` "
+            "(CompressConfig.steps_per_epoch)."
+        )
+    if n == 0:
+        raise ValueError("The training dataset is empty.")
+    return n
+
+
+def compile_for_finetune(model, learning_rate: float, total_steps: int, loss=None):
+    """Compile ``model`` with Adam + cosine decay over ``total_steps`` and accuracy."""
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate, max(1, total_steps), alpha=0.05
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=loss or keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def finetune(
+    model,
+    train_ds,
+    val_ds=None,
+    epochs: int = 1,
+    learning_rate: float = 1e-3,
+    steps_per_epoch: int | None = None,
+    callbacks=(),
+    verbose: int = 0,
+) -> dict:
+    """Compile and fit ``model`` for ``epochs``; returns the Keras history dict.
+
+    Args:
+        model: tf_keras model (possibly wrapped by tfmot).
+        train_ds: ``tf.data.Dataset`` of ``(images, integer labels)`` batches.
+        val_ds: optional validation dataset.
+        epochs: epochs (default 1).
+        learning_rate: peak learning rate (default 1e-3).
+        steps_per_epoch: cap steps per epoch (default: the whole dataset).
+        callbacks: extra Keras callbacks (e.g. tfmot's ``UpdatePruningStep``).
+        verbose: Keras verbosity (default 0).
+
+    Example:
+        >>> history = finetune(qat_model, train_ds, val_ds, epochs=1, learning_rate=5e-4)
+    """
+    steps = count_steps(train_ds, steps_per_epoch)
+    compile_for_finetune(model, learning_rate, steps * epochs)
+    history = model.fit(
+        train_ds.repeat() if steps_per_epoch else train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        steps_per_epoch=steps if steps_per_epoch else None,
+        callbacks=list(callbacks),
+        verbose=verbose,
+    )
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}

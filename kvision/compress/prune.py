@@ -1,0 +1,247 @@
+"""Magnitude pruning with a schedule that really reaches its target, M:N structure, strip.
+
+tfmot prunes on steps where ``(step - begin) % frequency == 0`` inside ``[begin, end]``, and the
+polynomial schedule only reaches its final sparsity on the ``end`` step itself. Its default
+``frequency=100`` therefore gives 0 % sparsity to a run shorter than 100 steps, and any ``end`` that
+is not ``begin + k * frequency`` stops short of the target. :func:`resolve_schedule` derives the
+steps from the real length of the run so that ``end`` is always a pruning step.
+
+Layers are wrapped one by one (not with tfmot's whole-model call), so a layer tfmot cannot prune
+(a ``Lambda`` or custom layer) is left dense with a reason in the :class:`LayerReport` instead of
+failing the run.
+
+Example::
+
+    pruned, report, schedule = prune_model(model, PruneConfig(target_sparsity=0.8), total_steps=400)
+    finetune(pruned, train_ds, epochs=2, callbacks=pruning_callbacks())
+    dense_shape = strip(pruned)             # plain tf_keras model with zeros in its kernels
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from kvision.compress import _tfmot
+from kvision.compress._models import clone_with, copy_model, flat_layers
+from kvision.compress.config import PruneConfig
+from kvision.compress.layer_report import LayerReport
+
+_UPDATES = 10  # pruning updates spread over [begin, end] when the frequency is derived
+
+
+@dataclass
+class PruneSchedule:
+    """The resolved schedule in steps (what tfmot gets)."""
+
+    kind: str
+    initial_sparsity: float
+    target_sparsity: float
+    begin_step: int
+    end_step: int
+    frequency: int
+    total_steps: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_schedule(cfg: PruneConfig, total_steps: int) -> PruneSchedule:
+    """Turn ``cfg``'s begin/end (steps or fractions) into steps that reach the target.
+
+    Args:
+        cfg: pruning settings.
+        total_steps: fine-tuning steps of the whole run (epochs * steps per epoch).
+
+    Raises:
+        ValueError: the run is too short for the requested window (names the numbers).
+
+    Example:
+        >>> s = resolve_schedule(PruneConfig(begin=0.0, end=0.5), total_steps=40)
+        >>> (s.begin_step, s.end_step, s.frequency)
+        (0, 20, 2)
+    """
+    total_steps = int(total_steps)
+    if total_steps < 2:
+        raise ValueError(
+            f"Pruning needs at least 2 fine-tuning steps. Received: total_steps={total_steps}"
+        )
+    last = total_steps - 1  # steps are numbered 0 .. total_steps - 1
+
+    def to_step(value) -> int:
+        # A float <= 1 is a fraction of the run; anything else is a step number.
+        if isinstance(value, float) and value <= 1.0:
+            return int(round(value * total_steps))
+        return int(value)
+
+    begin = min(to_step(cfg.begin), last - 1)
+    end = min(max(to_step(cfg.end), begin + 1), last)
+    if cfg.frequency is None:
+        frequency = max(1, (end - begin) // _UPDATES)
+    else:
+        frequency = int(cfg.frequency)
+        if frequency > end - begin:
+            raise ValueError(
+                f"`frequency`={frequency} is longer than the pruning window "
+                f"[{begin}, {end}] of a {total_steps}-step run: no update would reach the "
+                "target. Use frequency=None (derived) or a smaller value."
+            )
+    end = begin + (end - begin) // frequency * frequency  # `end` must be a pruning step
+    return PruneSchedule(
+        cfg.schedule,
+        cfg.initial_sparsity if cfg.schedule == "polynomial" else cfg.target_sparsity,
+        cfg.target_sparsity,
+        begin,
+        end,
+        frequency,
+        total_steps,
+    )
+
+
+def _tfmot_schedule(s: PruneSchedule):
+    if s.kind == "polynomial":
+        return _tfmot.polynomial_decay(
+            s.initial_sparsity, s.target_sparsity, s.begin_step, s.end_step, s.frequency
+        )
+    return _tfmot.constant_sparsity(s.target_sparsity, s.begin_step, s.end_step, s.frequency)
+
+
+def prune_model(model, cfg: PruneConfig, total_steps: int):
+    """Wrap ``model``'s prunable layers for magnitude pruning (the input model is not changed).
+
+    Args:
+        model: trained tf_keras functional/Sequential model (no augmentation layers inside).
+        cfg: pruning settings.
+        total_steps: fine-tuning steps the wrapped model will be trained for.
+
+    Returns:
+        ``(pruned_model, report, schedule)``: the wrapped model (fit it with
+        :func:`pruning_callbacks`), a :class:`LayerReport` and the resolved
+        :class:`PruneSchedule`.
+
+    Raises:
+        ValueError: ``xnnpack_policy`` is set and the model does not fit tfmot's XNNPACK policy
+            (the message says what the policy needs), or nothing in the model can be pruned.
+
+    Example:
+        >>> pruned, report, s = prune_model(model, PruneConfig(m_by_n=[2, 4]), total_steps=50)
+        >>> report.count("pruned") > 0
+        True
+    """
+    _tfmot.check_model(model)
+    schedule = resolve_schedule(cfg, total_steps)
+    base = copy_model(model)
+    policy = None
+    if cfg.xnnpack_policy:
+        policy = _tfmot.xnnpack_policy()
+        try:
+            policy.ensure_model_supports_pruning(base)
+        except ValueError as exc:
+            raise ValueError(
+                "prune.xnnpack_policy=True needs a model XNNPACK's sparse inference can use: "
+                f"{exc}. Set prune.xnnpack_policy=False to prune without the policy."
+            ) from exc
+    report = LayerReport("prune")
+    structure = tuple(cfg.m_by_n) if cfg.m_by_n else None
+    sparsity_text = (
+        f"{structure[0]}:{structure[1]} structured"
+        if structure
+        else f"{cfg.target_sparsity:.0%} ({schedule.kind})"
+    )
+    decisions = {}
+    for layer in flat_layers(base):
+        decisions[layer.name] = _decide(layer, cfg, structure, policy)
+        action, reason = decisions[layer.name]
+        if action == "pruned":
+            reason = f"{', '.join(reason)} pruned to {sparsity_text}"
+        report.add(layer, action, reason)
+
+    def wrap(layer):
+        if decisions.get(layer.name, ("unchanged",))[0] != "pruned":
+            return layer
+        kwargs = {"pruning_schedule": _tfmot_schedule(schedule)}
+        if structure:
+            kwargs["sparsity_m_by_n"] = structure
+        return _tfmot.prune_low_magnitude(layer, **kwargs)
+
+    if not report.count("pruned"):
+        raise ValueError(
+            "No layer of the model can be pruned (tfmot prunes Conv/Dense-type kernels). "
+            f"Layers: {[(r.layer, r.type, r.reason) for r in report.rows][:10]}"
+        )
+    pruned = clone_with(base, wrap)
+    skipped = [
+        r.layer for r in report.rows if r.action == "unchanged" and "not supported" in r.reason
+    ]
+    report.message = (
+        f"{report.count('pruned')} layer(s) pruned to {sparsity_text}; schedule steps "
+        f"{schedule.begin_step}..{schedule.end_step} every {schedule.frequency} of "
+        f"{schedule.total_steps}."
+    )
+    if skipped:
+        report.message += f" Left dense because tfmot cannot prune them: {skipped}."
+    return pruned, report, schedule
+
+
+def _decide(layer, cfg: PruneConfig, structure, policy) -> tuple[str, object]:
+    if layer.name in cfg.skip_layers:
+        return "unchanged", "in prune.skip_layers"
+    weights = _tfmot.prunable_weights(layer)
+    if weights is None:
+        return "unchanged", (
+            f"not supported by tfmot pruning ({type(layer).__name__} is not a built-in prunable "
+            "layer and does not implement tfmot's PrunableLayer)"
+        )
+    if not weights:
+        return "unchanged", "no prunable weights"
+    if policy is not None and not policy.allow_pruning(layer):
+        return "unchanged", "excluded by the XNNPACK pruning policy (only 1x1 convs are sparse)"
+    if structure:
+        kind = type(layer).__name__
+        kernel = getattr(layer, "kernel", None)
+        n = structure[1]
+        if kind not in ("Conv2D", "Dense") or kernel is None:
+            return "unchanged", f"{structure[0]}:{n} sparsity applies to Conv2D/Dense kernels only"
+        c_in = int(kernel.shape[-2])
+        if c_in % n:
+            return "unchanged", f"{c_in} input channels are not a multiple of {n}"
+    return "pruned", weights
+
+
+def pruning_callbacks() -> list:
+    """Callbacks that must be passed to ``fit`` when training a pruned model."""
+    return _tfmot.pruning_callbacks()
+
+
+def strip(pruned_model):
+    """Remove the pruning wrappers, with the final masks applied to the kernels.
+
+    tfmot's ``strip_pruning`` keeps the kernels as they are after the last optimizer update, which
+    can move masked weights off zero; the masks are applied first so the zeros are exact.
+
+    Returns:
+        A plain tf_keras model (same layers and names as the original), contract attached.
+    """
+    from kvision.compress._models import contract_of, with_contract
+
+    contract = contract_of(pruned_model)
+    for layer in flat_layers(pruned_model):
+        if _tfmot.is_pruning_wrapper(layer):
+            for weight, mask, _ in layer.pruning_vars:
+                weight.assign(weight * mask)
+    stripped = _tfmot.strip_pruning(pruned_model)
+    return with_contract(stripped, contract)
+
+
+def is_pruned_model(model) -> bool:
+    """True when ``model`` still holds pruning wrappers."""
+    return any(_tfmot.is_pruning_wrapper(layer) for layer in flat_layers(model))
+
+
+__all__ = [
+    "PruneSchedule",
+    "is_pruned_model",
+    "prune_model",
+    "pruning_callbacks",
+    "resolve_schedule",
+    "strip",
+]

@@ -13,9 +13,13 @@ import sys
 
 def add_deploy_commands(sub) -> None:
     """Add the deploy commands to ``kvision``'s sub-parsers (lazy imports in the handlers)."""
-    from deploy.benchmark import cli as benchmark_cli
-    from deploy.server import main as server_main
+    import importlib
+
     from deploy.tools import convert, inspect_tflite
+
+    # The packages re-export functions named like these modules: import the modules themselves.
+    benchmark_cli = importlib.import_module("deploy.benchmark.cli")
+    server_main = importlib.import_module("deploy.server.main")
 
     p = sub.add_parser("benchmark", help="every artifact x runtime x threads: status, size, "
                        "accuracy, latency, throughput, memory")  # fmt: skip

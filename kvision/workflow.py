@@ -189,6 +189,7 @@ def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRu
         weights = class_weights_for(
             splits.train.labels, cfg.train.class_weights, splits.num_classes
         )
+        expected = max(1, len(splits.train) // bs)  # image folders: unknown dataset length
         if transfer:
             from kvision.train.transfer import fit_transfer
 
@@ -197,11 +198,13 @@ def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRu
                 finetune_epochs=cfg.train.epochs, unfreeze_blocks=cfg.train.unfreeze_blocks,
                 finetune_lr_factor=cfg.train.finetune_lr_factor, class_weight=weights,
                 verbose=verbose, device_augmenter=augmenter if on_device else None,
+                expected_steps=expected,
             )  # fmt: skip
         else:
             result = fit(
                 model, train_ds, val_ds, cfg.train, run_dir, class_weight=weights,
                 verbose=verbose, device_augmenter=augmenter if on_device else None,
+                expected_steps=expected,
             )  # fmt: skip
     else:
         print(

@@ -40,7 +40,7 @@ def build_dataset(
         seed: shuffle seed.
         cache: cache decoded images in memory (file datasets).
         on_error: ``skip`` or ``raise`` for files that fail to decode.
-        drop_remainder: default ``training``.
+        drop_remainder: default ``training`` (unless the split is smaller than one batch).
 
     Returns:
         Batches of float32 images ``(B, H, W, C)`` normalized per the contract and int64 labels.
@@ -60,7 +60,9 @@ def build_dataset(
             ds = ds.cache()
     if training:
         ds = ds.shuffle(min(len(split), 20_000), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=training if drop_remainder is None else drop_remainder)
+    if drop_remainder is None:  # a training split smaller than one batch still yields one
+        drop_remainder = training and len(split) >= batch_size
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(lambda x, y: (to_unit(x, contract), y), num_parallel_calls=AUTOTUNE)
     if training and augmenter is not None:
         ds = ds.map(augmenter, num_parallel_calls=AUTOTUNE)

@@ -124,6 +124,7 @@ def fit(
     callbacks=(),
     verbose: int | str = "auto",
     device_augmenter=None,
+    expected_steps: int | None = None,
 ) -> FitResult:
     """Train ``model`` with Keras ``fit``; resumable, checkpointed and logged under ``run_dir``.
 
@@ -142,6 +143,9 @@ def fit(
         device_augmenter: an augmenter (``kvision.augment.build_augmenter``) applied inside the
             train step, on the device that trains (the GPU when there is one), instead of in
             ``tf.data``. ``model`` itself never contains it: it is what gets checkpointed.
+        expected_steps: batches per epoch to size the learning-rate schedule when the dataset's
+            length is unknown (image folders, whose bad files are filtered out while decoding);
+            each epoch still runs until the dataset is exhausted.
 
     Returns:
         A :class:`FitResult`. The model holds the weights of the last epoch; the best ones are in
@@ -153,7 +157,7 @@ def fit(
     require_tf_keras_model(model)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    steps = _steps_per_epoch(train_ds, steps_per_epoch or cfg.steps_per_epoch)
+    steps = _steps_per_epoch(train_ds, steps_per_epoch or cfg.steps_per_epoch, expected_steps)
     if cfg.label_smoothing:
         num_classes = int(model.output_shape[-1])
         one_hot = lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes))  # noqa: E731
@@ -292,16 +296,18 @@ class _LearningRateLogger(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.backend.get_value(lr))
 
 
-def _steps_per_epoch(ds, requested: int | None) -> int:
+def _steps_per_epoch(ds, requested: int | None, expected: int | None = None) -> int:
     if requested:
         if requested < 1:
             raise ValueError(f"`steps_per_epoch` should be >= 1. Received: {requested}")
         return int(requested)
     n = int(ds.cardinality())
+    if n < 0 and expected:
+        return max(1, int(expected))
     if n < 0:
         raise ValueError(
             "The training dataset has unknown length: pass `steps_per_epoch` "
-            "(or set train.steps_per_epoch)."
+            "(or set train.steps_per_epoch) or `expected_steps`."
         )
     if n == 0:
         raise ValueError("The training dataset is empty.")

@@ -268,9 +268,8 @@ def _compress(cfg, args) -> int:
     elif test_split is not None:
         test = build_dataset(test_split, contract, bs, on_error=cfg.data.on_error)
     out = Path(args.out) if args.out else cfg.run_dir / "compress"
-    verbose = (
-        1 if sys.stdout.isatty() else 2
-    )  # a progress bar on a terminal, a line per epoch in logs
+    # a progress bar on a terminal, a line per epoch in logs
+    verbose = 1 if sys.stdout.isatty() else 2
     result = compress(model, train_ds, val_ds, cfg.compress, out, test=test, verbose=verbose)
     print(result.to_markdown())
     return 0 if all(a.status == "ok" for a in result.artifacts) else 1

@@ -345,13 +345,14 @@ def _runner(art, threads: int):
     return run
 
 
-def keras_row(model, accuracy: float, cfg: PipelineConfig, sample) -> dict:
-    """The reference row for the Keras model itself."""
+def keras_row(model, accuracy: float, cfg: PipelineConfig, sample, checkpoint) -> dict:
+    """The reference row for the Keras model itself (``checkpoint``: its best-model file)."""
     import tensorflow as tf
 
     from kvision.evaluate import measure_latency
+    from kvision.export import gzip_size
 
-    path = cfg.run_dir / "checkpoints" / "best.keras"
+    path = Path(checkpoint)
     size = path.stat().st_size if path.is_file() else 0
     fn = tf.function(lambda v: model(v, training=False))
     latency = measure_latency(
@@ -360,21 +361,15 @@ def keras_row(model, accuracy: float, cfg: PipelineConfig, sample) -> dict:
     return {
         "name": "keras",
         "format": "keras",
-        "path": str(path.relative_to(cfg.run_dir)),
+        "path": _relative(str(path), cfg.run_dir),
         "size_bytes": size,
-        "gzip_bytes": _gzip_size(path) if size else 0,
+        "gzip_bytes": gzip_size(path) if size else 0,
         "status": "ok",
         "reason": "",
         "metrics": {"accuracy": accuracy, "delta_vs_keras": 0.0, "n": None},
         "latency": latency,
         "checks": {},
     }
-
-
-def _gzip_size(path: Path) -> int:
-    import gzip
-
-    return len(gzip.compress(path.read_bytes(), compresslevel=9))
 
 
 def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> dict:
@@ -405,7 +400,7 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
             artifacts, run.model, run.splits, run.contract, cfg, evaluation["accuracy"]
         )
         sample = np.zeros((1, *run.contract.shape), np.float32)
-        rows.append(keras_row(run.model, evaluation["accuracy"], cfg, sample))
+        rows.append(keras_row(run.model, evaluation["accuracy"], cfg, sample, run.fit.checkpoint))
     walls["benchmark"] = time.perf_counter() - t
     walls["total"] = time.perf_counter() - t_start
 
@@ -511,13 +506,12 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
 
 def _contract_for(model_path: Path):
     """The input contract saved with an artifact, else the one a Keras model file implies."""
-    from kvision.export import load_contract
     from kvision.models import InputContract
 
     if not model_path.exists():
         raise FileNotFoundError(f"Model not found: {model_path}")
     try:
-        return load_contract(model_path)
+        return InputContract.find(model_path)
     except FileNotFoundError:
         if model_path.suffix not in (".keras", ".h5"):
             raise

@@ -19,10 +19,15 @@ import tarfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from kvision.models.contract import (  # noqa: F401  (re-exported: the export conventions)
+    CONTRACT_SUFFIX,
+    SAVED_MODEL_CONTRACT,
+    InputContract,
+    contract_path,
+)
+
 STATUSES = ("ok", "failed")
 FORMATS = ("saved_model", "tflite")
-CONTRACT_SUFFIX = ".contract.json"
-SAVED_MODEL_CONTRACT = Path("assets.extra") / "contract.json"
 
 
 @dataclass
@@ -145,35 +150,9 @@ def gzip_size(path, level: int = 9) -> int:
     return sink.size
 
 
-def contract_path(artifact_path) -> Path:
-    """Where the input contract of ``artifact_path`` lives (see the module docstring).
-
-    Example:
-        >>> contract_path("out/tflite/classifier_int8.tflite").name
-        'classifier_int8.contract.json'
-    """
-    p = Path(artifact_path)
-    if p.suffix == ".tflite":
-        return p.with_name(p.stem + CONTRACT_SUFFIX)
-    return p / SAVED_MODEL_CONTRACT
-
-
 def load_contract(artifact_path):
-    """Read the ``InputContract`` saved with an artifact.
-
-    Looks at :func:`contract_path` first, then falls back to ``contract.json`` beside the file or
-    in the folder. Raises ``FileNotFoundError`` naming the places looked at.
-    """
-    from kvision.models.contract import CONTRACT_FILE, InputContract
-
-    p = Path(artifact_path)
-    candidates = [contract_path(p), p.parent / CONTRACT_FILE, p / CONTRACT_FILE]
-    for candidate in candidates:
-        if candidate.is_file():
-            return InputContract.load(candidate)
-    raise FileNotFoundError(
-        f"No input contract for {p}. Looked at: {', '.join(str(c) for c in candidates)}."
-    )
+    """Read the ``InputContract`` saved with an artifact (``InputContract.find``)."""
+    return InputContract.find(artifact_path)
 
 
 class _CountingSink:

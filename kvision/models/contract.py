@@ -19,6 +19,21 @@ import numpy as np
 from kvision.io import atomic_write_json
 
 CONTRACT_FILE = "contract.json"
+CONTRACT_SUFFIX = ".contract.json"  # beside a .tflite: <stem>.contract.json
+SAVED_MODEL_CONTRACT = Path("assets.extra") / CONTRACT_FILE  # inside a SavedModel version dir
+
+
+def contract_path(artifact_path) -> Path:
+    """Where the input contract of an exported artifact lives.
+
+    Example:
+        >>> contract_path("out/tflite/classifier_int8.tflite").name
+        'classifier_int8.contract.json'
+    """
+    p = Path(artifact_path)
+    if p.suffix == ".tflite":
+        return p.with_name(p.stem + CONTRACT_SUFFIX)
+    return p / SAVED_MODEL_CONTRACT
 
 
 @dataclass
@@ -107,14 +122,27 @@ class InputContract:
         return cls(int(h), int(w), int(c), labels=labels or [str(i) for i in range(n)])
 
     @classmethod
-    def for_model_file(cls, model_path: str | Path, model=None) -> InputContract:
-        """The contract saved beside a model file, else derived from the model."""
+    def find(cls, model_path: str | Path) -> InputContract:
+        """The contract saved with a model file or artifact: :func:`contract_path` first, then
+        ``contract.json`` beside the file or inside the folder. ``FileNotFoundError`` names the
+        places looked at."""
         p = Path(model_path)
-        for candidate in (p.parent / CONTRACT_FILE, p / CONTRACT_FILE):
+        candidates = [contract_path(p), p.parent / CONTRACT_FILE, p / CONTRACT_FILE]
+        for candidate in candidates:
             if candidate.is_file():
                 return cls.load(candidate)
-        if model is None:
-            raise FileNotFoundError(f"No {CONTRACT_FILE} beside {p} and no model given.")
+        raise FileNotFoundError(
+            f"No input contract for {p}. Looked at: {', '.join(str(c) for c in candidates)}."
+        )
+
+    @classmethod
+    def for_model_file(cls, model_path: str | Path, model=None) -> InputContract:
+        """The contract saved with a model file (see :meth:`find`), else derived from ``model``."""
+        try:
+            return cls.find(model_path)
+        except FileNotFoundError:
+            if model is None:
+                raise
         return cls.from_model(model)
 
 

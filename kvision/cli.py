@@ -250,23 +250,10 @@ def _compress(cfg, args) -> int:
     """``kvision compress --model PATH``: every configured technique on a user's model file."""
     from kvision import workflow
     from kvision.compress import compress, load_model_for_compression
-    from kvision.data import build_dataset, model_inputs
 
     model = load_model_for_compression(args.model)
-    contract = model.kvision_contract
     splits = workflow.load_data(cfg)
-    augmenter, _ = workflow.augmentation(cfg, splits, contract, None)
-    bs = cfg.data.batch_size
-    train_ds = build_dataset(splits.train, contract, bs, training=True, augmenter=augmenter,
-                             seed=cfg.train.seed, on_error=cfg.data.on_error)  # fmt: skip
-    val_split = splits.val if splits.val is not None else splits.train
-    val_ds = build_dataset(val_split, contract, bs, on_error=cfg.data.on_error)
-    test = None
-    test_split = splits.test if splits.test is not None else splits.val
-    if test_split is not None and test_split.images is not None:
-        test = (model_inputs(test_split.images, contract), test_split.labels)
-    elif test_split is not None:
-        test = build_dataset(test_split, contract, bs, on_error=cfg.data.on_error)
+    train_ds, val_ds, test = workflow.compression_data(cfg, splits, model.kvision_contract)
     out = Path(args.out) if args.out else cfg.run_dir / "compress"
     # a progress bar on a terminal, a line per epoch in logs
     verbose = 1 if sys.stdout.isatty() else 2

@@ -75,7 +75,8 @@ def test_list_models(capsys):
 
 
 def test_tiny_pipeline_end_to_end(tmp_path, tiny_npz):
-    """train -> evaluate -> export -> benchmark -> report, then predict with each artifact."""
+    """train -> evaluate -> export -> compress -> benchmark -> report, then predict with each
+    artifact; a second run reuses the finished training and compression."""
     cmd = [
         sys.executable,
         "-m",
@@ -92,6 +93,14 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_npz):
         "benchmark.runs=5",
         "benchmark.warmup=1",
         "export.verify_samples=16",
+        "compress.techniques=[ptq,pqat]",
+        "compress.ptq.variants=[int8]",
+        "compress.qat.outputs=[int8]",
+        "compress.steps_per_epoch=3",
+        "compress.prune.epochs=1",
+        "compress.qat.epochs=1",
+        "compress.verify_samples=16",
+        "compress.accuracy_floor=100",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -119,7 +128,31 @@ def test_tiny_pipeline_end_to_end(tmp_path, tiny_npz):
         assert row["metrics"]["accuracy"] == pytest.approx(keras_acc, abs=1e-9)
         assert row["checks"]["max_abs_diff"] <= 1e-4
         assert row["latency"]["p50_ms"] > 0 and row["size_bytes"] > 0
-    assert "| float32 |" in (run / "report.md").read_text().replace("`", "")
+    markdown = (run / "report.md").read_text().replace("`", "")
+    assert "| float32 |" in markdown
+
+    # the compressed variants are rows of the same table, benchmarked like the float ones
+    assert [a["name"] for a in report["artifacts"]].count("float32") == 1
+    for name in ("ptq_int8", "pqat_int8"):
+        row = rows[name]
+        assert row["status"] == "ok", row["reason"]
+        assert row["checks"]["input_dtype"] == "int8" and not row["checks"]["flex_ops"]
+        assert 0 <= row["metrics"]["accuracy"] <= 1 and row["latency"]["p50_ms"] > 0
+        assert row["compression"]["gzip_ratio"] > 1
+    assert rows["pqat_int8"]["compression"]["technique"] == "pqat"
+    sparsity = report["compression"]["weights"]["pqat_int8"]["tflite_sparsity"]
+    assert sparsity >= 0.8 - 0.02
+    assert rows["pqat_int8"]["compression"]["tflite_sparsity"] == sparsity
+    assert report["run"]["wall_time_s"]["compress"] > 0
+    assert "## Compression" in markdown and "| pqat_int8 | pqat |" in markdown
+    assert "Compression trade-off" in (run / "report.html").read_text()
+    assert (run / report["compression"]["report_md"]).is_file()
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished" in again.stdout and "Compression in" in again.stdout
+    rerun = {a["name"]: a for a in json.loads((run / "report.json").read_text())["artifacts"]}
+    assert rerun["pqat_int8"]["metrics"]["accuracy"] == rows["pqat_int8"]["metrics"]["accuracy"]
 
     img = tmp_path / "x.png"
     Image.fromarray(np.full((28, 28), 200, np.uint8)).save(img)

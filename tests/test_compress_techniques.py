@@ -179,10 +179,13 @@ def test_deny_list_keeps_layer_in_float(model, data, tmp_path):
     assert dtypes["probabilities"] == "float32"
     assert dtypes["conv1"] == "int8"
     assert "DEQUANTIZE" in art.checks["ops"]
-    with pytest.raises(ValueError, match="unknown layer"):
-        from kvision.compress._denylist import convert_denylisted
+    from kvision.export.converter import convert_tflite
 
-        convert_denylisted(model, tmp_path / "x.tflite", ["nope"], x)
+    with pytest.raises(ValueError, match="unknown layer"):
+        convert_tflite(model, tmp_path / "x.tflite", "int8", x, deny_layers=["nope"])
+    with pytest.raises(ValueError, match="`variant` with `deny_layers`"):
+        convert_tflite(model, tmp_path / "x.tflite", "float16", deny_layers=["probabilities"])
+    assert not (tmp_path / "x.tflite").exists()
 
 
 def test_distiller_trains_student_with_fit(model, data):

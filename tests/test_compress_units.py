@@ -171,3 +171,23 @@ def test_is_m_by_n():
     assert not is_m_by_n(k)
     k[:, :, [0, 1, 4, 5], :] = 0
     assert is_m_by_n(k)
+
+
+def test_lamp_allocation_prunes_big_redundant_layers_harder_and_hits_the_target():
+    from kvision.compress.prune import lamp_sparsities
+
+    rng = np.random.default_rng(0)
+    kernels = {
+        "big": rng.normal(size=20000),
+        "mid": rng.normal(size=2000),
+        "small": rng.normal(size=100),
+    }
+    s = lamp_sparsities(kernels, 0.8)
+    total = sum(k.size for k in kernels.values())
+    assert sum(s[n] * kernels[n].size for n in kernels) / total == pytest.approx(0.8, abs=1e-3)
+    assert s["big"] > 0.8 > s["mid"] > s["small"]
+    # LAMP scores are invariant to rescaling a layer: the allocation does not change
+    scaled = {**kernels, "big": kernels["big"] * 1000.0}
+    assert lamp_sparsities(scaled, 0.8) == pytest.approx(s)
+    with pytest.raises(ValueError, match="allocation"):
+        PruneConfig(allocation="global")

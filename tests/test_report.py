@@ -321,3 +321,69 @@ def test_render_validates_first():
     report["run"]["created"] = 5
     with pytest.raises(ReportSchemaError, match="run.created"):
         render_markdown(report)
+
+
+def _compressed_report():
+    report = _report()
+    pqat = _artifact("pqat_int8", acc=0.85, p50=0.2, size=512)
+    pqat["checks"].update(input_dtype="int8", output_dtype="int8")
+    pqat["compression"] = {
+        "technique": "pqat",
+        "gzip_ratio": 8.0,
+        "target_sparsity": 0.8,
+        "tflite_sparsity": 0.7969,
+    }
+    failed = _artifact("distill_int8", status="failed", reason="exported but failed validation")
+    failed.update(path="compress/distill.tflite", gzip_bytes=300, compression={"technique": "x"})
+    failed["metrics"]["accuracy"] = 0.5
+    report["artifacts"] += [pqat, failed]
+    report["config"]["compress"] = {"accuracy_floor": 1.0}
+    report["compression"] = {
+        "float_accuracy": 0.9,
+        "distill": {
+            "student": "compact_mobilenet",
+            "student_options": {"width": 0.5},
+            "student_params": 75082,
+            "teacher_params": 213898,
+            "temperature": 4.0,
+            "alpha": 0.1,
+            "epochs": 3,
+            "teacher_accuracy": 0.9,
+            "student_accuracy": 0.88,
+            "scratch_accuracy": 0.86,
+        },
+        "layer_reports": [
+            {"technique": "prune", "message": "18 pruned", "summary": {"pruned": 18}}
+        ],
+        "errors": {"cqat": "ValueError: no"},
+        "report_md": "compress/compress_report.md",
+    }
+    return report
+
+
+def test_compression_section_in_markdown_and_html(run_dir):
+    paths = write_report(_compressed_report(), run_dir)
+    md = paths["markdown"].read_text()
+    section = md.split("## Compression", 1)[1]
+    # drop = 100 * (0.90 - 0.85); int8 I/O and the sparsity measured in the file
+    assert (
+        "| pqat_int8 | pqat | 0.2 | 8.0 | 0.8500 | 5.00 | int8/int8 | "
+        "int8 weight sparsity 79.7% (target 80%) |"
+    ) in section
+    assert "| distill_int8 | x | 0.3 | — | 0.5000 | 40.00 |" in section
+    assert "distilled 0.8800, same student from scratch 0.8600, teacher 0.9000" in section
+    assert "- prune: 18 pruned. 18 pruned" in section
+    assert "- cqat could not run: ValueError: no" in section
+    assert "[compress/compress_report.md](compress/compress_report.md)" in section
+
+    page = paths["html"].read_text()
+    assert "<h2>Compression</h2>" in page and "Compression trade-off" in page
+    # the five plots of the plain report, plus the accuracy-vs-size chart
+    assert len(_embedded_pngs(page)) == 6
+    assert "int8 weight sparsity 79.7% (target 80%)" in page
+
+
+def test_report_without_compression_has_no_section(run_dir):
+    paths = write_report(_report(), run_dir)
+    assert "## Compression" not in paths["markdown"].read_text()
+    assert "<h2>Compression</h2>" not in paths["html"].read_text()

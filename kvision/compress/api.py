@@ -109,7 +109,9 @@ def compress(
         if Path(artifact.path).is_file():
             evaluate_accuracy(artifact, x_test, y_test)
             apply_accuracy_floor(artifact, result.float_accuracy, cfg.accuracy_floor, head)
-    atomic_write_json(run_dir / REPORT_FILE, result.to_dict())
+    _describe(result)
+    # the settings are saved with the result: a pipeline re-run reuses a finished compression
+    atomic_write_json(run_dir / REPORT_FILE, {**result.to_dict(), "config": cfg.to_dict()})
     atomic_write_text(run_dir / "compress_report.md", result.to_markdown())
     return result
 
@@ -201,9 +203,11 @@ class _Context:
             ),
         )
 
-    def finetune(self, model, epochs, learning_rate, callbacks=()):
+    def finetune(self, model, epochs, learning_rate, callbacks=(), from_teacher=True):
+        """Fine-tune ``model``; with ``cfg.self_distill`` the float model is its teacher."""
         from kvision.compress.finetune import finetune
 
+        distill = self.cfg.self_distill and from_teacher
         return finetune(
             model,
             self.train_ds,
@@ -213,6 +217,9 @@ class _Context:
             steps_per_epoch=self.cfg.steps_per_epoch,
             callbacks=callbacks,
             verbose=self.verbose,
+            teacher=self.model if distill else None,
+            temperature=self.cfg.distill.temperature,
+            alpha=self.cfg.distill.alpha,
         )
 
     def total_steps(self, epochs):
@@ -374,9 +381,28 @@ def _run_distill(ctx: _Context, result):
     }
     if cfg.scratch_baseline:
         scratch = student()
-        ctx.finetune(scratch, cfg.epochs, cfg.learning_rate)
+        ctx.finetune(scratch, cfg.epochs, cfg.learning_rate, from_teacher=False)
         result.distill["scratch_accuracy"] = _keras_accuracy(scratch, x_test, y_test)
     ctx.convert(result, s, "distill_int8", "int8")
+
+
+_TECHNIQUE_OF = {"pruned": "prune"}  # artifact name prefix -> technique, where they differ
+
+
+def _describe(result: CompressionResult) -> None:
+    """Fill each compressed artifact's ``compression`` dict: its technique, its gzip ratio vs
+    the float32 TFLite and the weight statistics measured in its file."""
+    base = next((a for a in result.artifacts if a.name == "float32"), None)
+    for a in result.artifacts:
+        if a.name == "float32":
+            continue
+        prefix = a.name.split("_")[0]
+        info = {"technique": _TECHNIQUE_OF.get(prefix, prefix)}
+        if base is not None and base.gzip_bytes and a.gzip_bytes:
+            info["gzip_ratio"] = round(base.gzip_bytes / a.gzip_bytes, 2)
+        measured = result.weights.get(a.name, {})
+        info.update({k: v for k, v in measured.items() if k != "layers" and v is not None})
+        a.compression = info
 
 
 def _keras_accuracy(model, x, y) -> float:

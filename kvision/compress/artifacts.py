@@ -72,34 +72,25 @@ def build_artifact(
         >>> a.status, a.checks["input_dtype"]
         ('ok', 'int8')
     """
-    from kvision.export.converter import convert_tflite
+    from kvision.export.converter import convert_tflite, denied_tensors
     from kvision.export.verify import empty_checks, verify_artifact
 
     path = Path(path)
     name = name or path.stem
     denied: list[str] = []
     try:
+        convert_tflite(
+            keras_model,
+            path,
+            variant,
+            representative_data=representative_data,
+            overwrite=True,
+            max_calibration_samples=max_calibration_samples,
+            deny_layers=deny_layers,
+        )
         if deny_layers:
-            from kvision.compress._denylist import convert_denylisted
-
-            _, denied = convert_denylisted(
-                keras_model,
-                path,
-                list(deny_layers),
-                representative_data,
-                variant=variant,
-                overwrite=True,
-                max_calibration_samples=max_calibration_samples,
-            )
-        else:
-            convert_tflite(
-                keras_model,
-                path,
-                variant,
-                representative_data=representative_data,
-                overwrite=True,
-                max_calibration_samples=max_calibration_samples,
-            )
+            layer_names = [layer.name for layer in keras_model.layers]
+            denied = denied_tensors(path, list(deny_layers), layer_names)
     except Exception as exc:  # a variant that cannot be produced is a failed row, not a crash
         checks = empty_checks()
         checks.update(variant=variant, n_samples=int(len(samples)))

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 TECHNIQUES = ("ptq", "qat", "prune", "pqat", "cluster", "cqat", "distill")
 PTQ_VARIANTS = ("float32", "float16", "dynamic", "int8", "int8_float_io", "int16x8")
 SCHEDULES = ("polynomial", "constant")
+ALLOCATIONS = ("uniform", "lamp")
 CENTROID_INITS = ("kmeans_plus_plus", "linear", "density_based", "random")
 QAT_OUTPUTS = ("int8", "int8_float_io")
 
@@ -64,6 +65,11 @@ class PruneConfig(_Section):
         frequency: steps between pruning updates; ``None`` (default) derives it from the real
             number of steps so that short runs still reach the target (tfmot's default of 100
             silently gives 0 % sparsity on runs shorter than that).
+        allocation: how ``target_sparsity`` is spread over the layers: ``"uniform"`` (every
+            pruned layer at the target) or ``"lamp"`` (layer-adaptive magnitude pruning, Lee et
+            al., ICLR 2021: one global threshold on scale-invariant LAMP scores, so large,
+            redundant layers are pruned harder than small, sensitive ones; the pruned layers
+            together reach the target) (default ``"lamp"``).
         m_by_n: structured sparsity, e.g. ``[2, 4]`` for 2:4 (default ``None``: unstructured).
         xnnpack_policy: apply tfmot's ``PruneForLatencyOnXNNPack`` policy (default False).
         epochs: fine-tuning epochs (default 2).
@@ -81,6 +87,7 @@ class PruneConfig(_Section):
     begin: float = 0.0
     end: float = 0.7
     frequency: int | None = None
+    allocation: str = "lamp"
     m_by_n: list | None = None
     xnnpack_policy: bool = False
     epochs: int = 2
@@ -98,6 +105,9 @@ class PruneConfig(_Section):
             f"in [0, target_sparsity={self.target_sparsity}]",
         )
         _check(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {SCHEDULES}")
+        _check(
+            self.allocation in ALLOCATIONS, "allocation", self.allocation, f"one of {ALLOCATIONS}"
+        )
         _check(self.begin >= 0, "begin", self.begin, ">= 0 (a step, or a fraction in [0, 1))")
         _check(self.end > 0, "end", self.end, "> 0 (a step, or a fraction in (0, 1])")
         _check(
@@ -260,15 +270,22 @@ class CompressConfig(_Section):
     """What ``kvision.compress.compress`` runs.
 
     Args:
+        enabled: ``kvision pipeline`` runs the compress stage (default True; ``kvision compress``
+            always runs).
         techniques: any of ``ptq``, ``qat``, ``prune``, ``pqat`` (prune, then prune-preserving
             QAT), ``cluster``, ``cqat`` (cluster, then cluster-preserving QAT), ``distill``
-            (default ``["ptq", "qat", "pqat", "cluster"]``).
+            (default ``["ptq", "qat", "pqat", "cluster", "distill"]``: the pipeline's variant set
+            float32, float16, dynamic-range, PTQ int8, int16x8, QAT int8, PQAT int8,
+            clustered int8 and distilled-student int8).
         accuracy_floor: an artifact whose test accuracy is more than this many points
             (percent) below the float model's is "exported but failed validation" (default 1.0).
         verify_samples: validation images each artifact is compared with Keras on (default 256).
         min_top1_agreement: required top-1 agreement of a quantized artifact with the Keras model
             it was converted from (default 0.9).
         steps_per_epoch: cap fine-tuning steps per epoch (quick runs); ``None`` = full epochs.
+        self_distill: fine-tuning (prune, QAT, clustering) also learns the float model's
+            softened predictions, with ``distill.temperature`` and ``distill.alpha`` (default
+            True; False trains on the labels only).
         model_name: file prefix of the artifacts (default ``"classifier"``).
         seed: seed for fine-tuning and calibration sampling (default 0).
         prune, qat, cluster, ptq, distill: per-technique settings.
@@ -278,11 +295,13 @@ class CompressConfig(_Section):
         'float16'
     """
 
-    techniques: list = field(default_factory=lambda: ["ptq", "qat", "pqat", "cluster"])
+    enabled: bool = True
+    techniques: list = field(default_factory=lambda: ["ptq", "qat", "pqat", "cluster", "distill"])
     accuracy_floor: float = 1.0
     verify_samples: int = 256
     min_top1_agreement: float = 0.9
     steps_per_epoch: int | None = None
+    self_distill: bool = True
     model_name: str = "classifier"
     seed: int = 0
     prune: PruneConfig = field(default_factory=PruneConfig)

@@ -4,6 +4,12 @@ Compression fine-tunes with the same ``tf.data`` pipeline the float model was tr
 (augmentation stays in the pipeline, never in the model). This helper compiles with Adam and a
 cosine-decayed learning rate and calls Keras ``fit``; it does not checkpoint (the runs are short
 and the wrapped models are not the artifacts).
+
+With a ``teacher`` (the float model being compressed), the run is a self-distillation: the
+compressed model learns the float model's softened predictions as well as the labels
+(:class:`~kvision.compress.distill.Distiller`). The float model's soft targets carry what it
+learned about class similarity, which recovers accuracy lost to pruning and quantization faster
+than the labels alone.
 """
 
 from __future__ import annotations
@@ -34,13 +40,14 @@ def count_steps(train_ds, steps_per_epoch: int | None) -> int:
     return n
 
 
+def _cosine(learning_rate: float, total_steps: int):
+    return keras.optimizers.schedules.CosineDecay(learning_rate, max(1, total_steps), alpha=0.05)
+
+
 def compile_for_finetune(model, learning_rate: float, total_steps: int, loss=None):
     """Compile ``model`` with Adam + cosine decay over ``total_steps`` and accuracy."""
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate, max(1, total_steps), alpha=0.05
-    )
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras.optimizers.Adam(_cosine(learning_rate, total_steps)),
         loss=loss or keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
     )
@@ -56,6 +63,9 @@ def finetune(
     steps_per_epoch: int | None = None,
     callbacks=(),
     verbose: int = 0,
+    teacher=None,
+    temperature: float = 4.0,
+    alpha: float = 0.1,
 ) -> dict:
     """Compile and fit ``model`` for ``epochs``; returns the Keras history dict.
 
@@ -68,13 +78,23 @@ def finetune(
         steps_per_epoch: cap steps per epoch (default: the whole dataset).
         callbacks: extra Keras callbacks (e.g. tfmot's ``UpdatePruningStep``).
         verbose: Keras verbosity (default 0).
+        teacher: optional float model whose softened predictions the model also learns
+            (default None: labels only).
+        temperature, alpha: distillation temperature and hard-label weight (used with
+            ``teacher``; see :func:`~kvision.compress.distill.distillation_loss`).
 
     Example:
         >>> history = finetune(qat_model, train_ds, val_ds, epochs=1, learning_rate=5e-4)
     """
     steps = count_steps(train_ds, steps_per_epoch)
-    compile_for_finetune(model, learning_rate, steps * epochs)
-    history = model.fit(
+    if teacher is not None:
+        from kvision.compress.distill import Distiller
+
+        trainer = Distiller(model, teacher, temperature, alpha)
+        trainer.compile(optimizer=keras.optimizers.Adam(_cosine(learning_rate, steps * epochs)))
+    else:
+        trainer = compile_for_finetune(model, learning_rate, steps * epochs)
+    history = trainer.fit(
         train_ds.repeat() if steps_per_epoch else train_ds,
         validation_data=val_ds,
         epochs=epochs,

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from kvision.compress import _tfmot
 from kvision.compress._models import clone_with, copy_model, flat_layers
 from kvision.compress.config import PruneConfig
@@ -97,12 +99,58 @@ def resolve_schedule(cfg: PruneConfig, total_steps: int) -> PruneSchedule:
     )
 
 
-def _tfmot_schedule(s: PruneSchedule):
+def _tfmot_schedule(s: PruneSchedule, target: float | None = None):
+    """tfmot's schedule for ``s``, ending at ``target`` (a layer's own sparsity) if given."""
+    target = s.target_sparsity if target is None else target
     if s.kind == "polynomial":
-        return _tfmot.polynomial_decay(
-            s.initial_sparsity, s.target_sparsity, s.begin_step, s.end_step, s.frequency
-        )
-    return _tfmot.constant_sparsity(s.target_sparsity, s.begin_step, s.end_step, s.frequency)
+        initial = min(s.initial_sparsity, target)
+        return _tfmot.polynomial_decay(initial, target, s.begin_step, s.end_step, s.frequency)
+    return _tfmot.constant_sparsity(target, s.begin_step, s.end_step, s.frequency)
+
+
+_MAX_LAYER_SPARSITY = 0.98  # a layer keeps at least 2 % of its weights
+
+
+def lamp_sparsities(kernels: dict, target: float) -> dict[str, float]:
+    """Per-layer sparsities that remove ``target`` of all the weights, chosen by LAMP scores.
+
+    LAMP (Lee et al., "Layer-adaptive sparsity for the magnitude-based pruning", ICLR 2021)
+    scores a weight ``u`` of a layer by ``w_u^2 / sum(w_v^2 for v at least as large as u)``. The
+    score is invariant to rescaling a layer, so one global threshold compares layers fairly: a
+    layer with many small, redundant weights is pruned harder than a small layer whose weights
+    all matter. Within a layer the order is plain magnitude, which is what tfmot prunes by.
+
+    Args:
+        kernels: layer name -> weight array (the weights tfmot will prune).
+        target: overall fraction of weights to remove, in (0, 1).
+
+    Returns:
+        layer name -> sparsity in [0, 0.98]; the weighted mean is ``target`` (up to the cap).
+
+    Example:
+        >>> s = lamp_sparsities({"big": np.random.randn(4096), "small": np.random.randn(64)}, 0.8)
+        >>> s["big"] > 0.8 > s["small"]
+        True
+    """
+    scores = {}
+    for name, w in kernels.items():
+        sq = np.sort(np.square(np.asarray(w, np.float64).ravel()))
+        tail = np.cumsum(sq[::-1])[::-1]  # sum of the squares of this weight and larger ones
+        scores[name] = sq / np.maximum(tail, np.finfo(np.float64).tiny)
+    every = np.sort(np.concatenate(list(scores.values())))
+    k = min(int(round(target * every.size)), every.size - 1)
+    threshold = every[k]
+    return {
+        name: min(float(np.mean(s < threshold)), _MAX_LAYER_SPARSITY) for name, s in scores.items()
+    }
+
+
+def _kernels(layer) -> list:
+    """The weight arrays tfmot prunes in ``layer``."""
+    if hasattr(layer, "get_prunable_weights"):
+        return [w.numpy() for w in layer.get_prunable_weights()]
+    names = _tfmot.prunable_weights(layer) or []
+    return [getattr(layer, n).numpy() for n in names if hasattr(layer, n)]
 
 
 def prune_model(model, cfg: PruneConfig, total_steps: int):
@@ -147,18 +195,33 @@ def prune_model(model, cfg: PruneConfig, total_steps: int):
         if structure
         else f"{cfg.target_sparsity:.0%} ({schedule.kind})"
     )
-    decisions = {}
-    for layer in flat_layers(base):
-        decisions[layer.name] = _decide(layer, cfg, structure, policy)
+    layers = flat_layers(base)
+    decisions = {layer.name: _decide(layer, cfg, structure, policy) for layer in layers}
+    targets = {}  # layer -> its own final sparsity (LAMP allocation)
+    if cfg.allocation == "lamp" and not structure:
+        kernels = {
+            layer.name: np.concatenate([k.ravel() for k in _kernels(layer)])
+            for layer in layers
+            if decisions[layer.name][0] == "pruned" and _kernels(layer)
+        }
+        if kernels:
+            targets = lamp_sparsities(kernels, cfg.target_sparsity)
+            sparsity_text = f"{cfg.target_sparsity:.0%} overall (LAMP allocation, {schedule.kind})"
+    for layer in layers:
         action, reason = decisions[layer.name]
+        detail = {}
         if action == "pruned":
-            reason = f"{', '.join(reason)} pruned to {sparsity_text}"
-        report.add(layer, action, reason)
+            if layer.name in targets:
+                detail["target_sparsity"] = round(targets[layer.name], 4)
+                reason = f"{', '.join(reason)} pruned to {targets[layer.name]:.0%} (LAMP)"
+            else:
+                reason = f"{', '.join(reason)} pruned to {sparsity_text}"
+        report.add(layer, action, reason, **detail)
 
     def wrap(layer):
         if decisions.get(layer.name, ("unchanged",))[0] != "pruned":
             return layer
-        kwargs = {"pruning_schedule": _tfmot_schedule(schedule)}
+        kwargs = {"pruning_schedule": _tfmot_schedule(schedule, targets.get(layer.name))}
         if structure:
             kwargs["sparsity_m_by_n"] = structure
         return _tfmot.prune_low_magnitude(layer, **kwargs)
@@ -172,6 +235,8 @@ def prune_model(model, cfg: PruneConfig, total_steps: int):
     skipped = [
         r.layer for r in report.rows if r.action == "unchanged" and "not supported" in r.reason
     ]
+    if targets:
+        sparsity_text += f": per layer {min(targets.values()):.0%}..{max(targets.values()):.0%}"
     report.message = (
         f"{report.count('pruned')} layer(s) pruned to {sparsity_text}; schedule steps "
         f"{schedule.begin_step}..{schedule.end_step} every {schedule.frequency} of "

@@ -2,8 +2,7 @@
 
 Calibration images come from the user's own training pipeline (:func:`representative_images`),
 offline. A deny-list keeps named layers in float inside the int8 model (quantization-sensitive
-parts such as the classifier head); with a deny-list the int8 variants are produced by
-``kvision.compress._denylist``.
+parts such as the classifier head) through ``convert_tflite(..., deny_layers=...)``.
 
 Example::
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.export.converter import layer_of_tensor
+
 _WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1}
 _KERNEL_ATTRS = ("kernel", "depthwise_kernel", "pointwise_kernel")
 
@@ -154,26 +156,9 @@ def _tensor_row(tensor, op_name, values, type_names, layer_names) -> dict:
         "op": op_name,
         "dtype": type_names[tensor.Type()],
         "shape": [int(d) for d in values.shape],
-        "layer": match_layer(name, layer_names) if layer_names else None,
+        "layer": layer_of_tensor(name, layer_names) if layer_names else None,
         **_array_stats(values, axis, zero),
     }
-
-
-def match_layer(tensor_name: str, layer_names) -> str | None:
-    """The Keras layer a TFLite tensor belongs to, matched on ``/name/`` path components.
-
-    When several layers appear (a convolution with its folded batch norm), the convolution that
-    owns a kernel is the one listed in ``layer_names``; the longest name wins ties.
-    """
-    parts = set()
-    for piece in tensor_name.replace(";", "/").split("/"):
-        parts.add(piece)
-        if piece.startswith("quant_"):  # tfmot's QAT wrappers prefix the layer name
-            parts.add(piece[len("quant_") :])
-    found = [n for n in layer_names if n in parts]
-    if not found:
-        return None
-    return max(found, key=len)
 
 
 def overall_sparsity(stats, layers=None) -> float:

@@ -7,6 +7,7 @@ from kvision.evaluate.latency import latency_stats, measure_latency
 from kvision.evaluate.metrics import classification_metrics
 from kvision.evaluate.plots import (
     accuracy_latency_figure,
+    accuracy_size_figure,
     artifact_sizes_figure,
     confusion_matrix_figure,
     figure_to_png,
@@ -30,4 +31,5 @@ __all__ = [
     "artifact_sizes_figure",
     "latency_figure",
     "accuracy_latency_figure",
+    "accuracy_size_figure",
 ]

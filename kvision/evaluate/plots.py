@@ -32,6 +32,7 @@ __all__ = [
     "artifact_sizes_figure",
     "latency_figure",
     "accuracy_latency_figure",
+    "accuracy_size_figure",
 ]
 
 TRAIN_COLOR = "#2563eb"
@@ -311,6 +312,55 @@ def accuracy_latency_figure(artifacts: Sequence[Mapping], reference_accuracy=Non
         "Accuracy vs latency (up-left is better)", loc="left", fontsize=11, color=TEXT_COLOR
     )
     ax.legend(frameon=False, fontsize=9, loc="best")
+    _style(ax)
+    fig.tight_layout()
+    return fig
+
+
+def accuracy_size_figure(artifacts: Sequence[Mapping], reference_accuracy=None, floor_points=None):
+    """Accuracy vs gzip size (log scale), one point per TFLite/Keras artifact: the compression
+    trade-off. Failed artifacts are hollow. ``None`` if fewer than two points.
+
+    Args:
+        artifacts: report artifact dicts (``metrics.accuracy``, ``gzip_bytes``, ``status``).
+        reference_accuracy: the float model's accuracy, drawn as a dashed line (optional).
+        floor_points: the accuracy floor in points below the reference, drawn dotted (optional).
+    """
+    rows = [
+        a
+        for a in artifacts
+        if _num((a.get("metrics") or {}).get("accuracy")) is not None
+        and (_num(a.get("gzip_bytes")) or 0) > 0
+    ]
+    if len(rows) < 2:
+        return None
+    fig = _figure(figsize=(6.8, 4.2))
+    ax = fig.add_subplot()
+    for a in rows:
+        x, y = a["gzip_bytes"] / 1024, a["metrics"]["accuracy"]
+        failed = a.get("status") != "ok"
+        color = FORMAT_COLORS[1] if a.get("compression") else FORMAT_COLORS[0]
+        ax.scatter(x, y, s=55, zorder=3, color="white" if failed else color, edgecolor=color,
+                   linewidth=1.5)  # fmt: skip
+        ax.annotate(str(a.get("name")), (x, y), xytext=(6, 4), textcoords="offset points",
+                    fontsize=8, color=TEXT_COLOR)  # fmt: skip
+    ref = _num(reference_accuracy)
+    if ref is not None:
+        ax.axhline(ref, color=MUTED_COLOR, ls="--", lw=1, label=f"float {ref:.4f}", zorder=1)
+        if _num(floor_points) is not None:
+            floor = ref - floor_points / 100
+            ax.axhline(floor, color=MUTED_COLOR, ls=":", lw=1, zorder=1,
+                       label=f"floor -{floor_points:g} pt")  # fmt: skip
+        ax.legend(frameon=False, fontsize=9, loc="lower right")
+    ax.set_xscale("log")
+    ax.set_xlabel("gzip size (KB, log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(
+        "Accuracy vs size (up-left is better; hollow = failed)",
+        loc="left",
+        fontsize=11,
+        color=TEXT_COLOR,
+    )
     _style(ax)
     fig.tight_layout()
     return fig

@@ -47,6 +47,9 @@ class Artifact:
             ``output_dtype``, ``input_shape``, ``signature`` (see ``kvision.export.verify``).
         metrics: filled by evaluation (accuracy ...).
         latency: filled by the benchmark.
+        compression: how a compressed artifact was made and what was measured in it
+            (``technique``, ``gzip_ratio`` vs the float32 TFLite, weight sparsity or unique values
+            per channel); empty for float exports.
 
     Example:
         >>> a = Artifact("float32", "tflite", "m.tflite", 10, 8, "ok")
@@ -64,6 +67,7 @@ class Artifact:
     checks: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     latency: dict = field(default_factory=dict)
+    compression: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.format not in FORMATS:

@@ -18,7 +18,11 @@ variant            settings
 =================  ==========================================================================
 
 The full-integer variants use only ``TFLITE_BUILTINS_INT8`` (strict): an op with no int8 kernel
-makes the conversion fail instead of silently staying float.
+makes the conversion fail instead of silently staying float. The one exception is asked for by
+name: ``deny_layers`` keeps quantization-sensitive Keras layers (a classifier head) in float inside
+an int8 model. That takes the two steps TensorFlow's ``QuantizationDebugger`` takes (the debugger
+is not in the TF 2.21 wheel): convert with calibration only, then quantize the calibrated model
+with the ops of those layers left out; ``DEQUANTIZE``/``QUANTIZE`` (builtin ops) go around them.
 
 The input contract is written beside the file as ``<stem>.contract.json`` (see
 ``kvision.export.artifact``).
@@ -92,6 +96,7 @@ def convert_tflite(
     contract=None,
     overwrite: bool = False,
     max_calibration_samples: int = 500,
+    deny_layers=(),
 ) -> Path:
     """Convert a tf_keras classifier to a ``.tflite`` file, atomically.
 
@@ -105,6 +110,8 @@ def convert_tflite(
         contract: ``InputContract`` (default: the one the model carries).
         overwrite: replace an existing file (default False: raise ``FileExistsError``).
         max_calibration_samples: at most this many images of an array are used (default 500).
+        deny_layers: Keras layer names whose ops stay float32 inside an ``int8`` or
+            ``int8_float_io`` model (default: none). :func:`denied_tensors` lists them in the file.
 
     Returns:
         The ``.tflite`` path.
@@ -112,12 +119,17 @@ def convert_tflite(
     Raises:
         ConversionError: the converter failed (e.g. an op that is not a TFLite builtin); the
             message names the ops.
+        ValueError: a deny-listed name is not a layer of the model, matches no op of the
+            converted model, or comes with a variant other than the two full-integer ones.
 
     Example:
         >>> convert_tflite(model, "out/tflite/classifier_float32.tflite")
         PosixPath('out/tflite/classifier_float32.tflite')
         >>> convert_tflite(model, "out/m_int8.tflite", "int8", representative_data=x_val[:200])
         PosixPath('out/m_int8.tflite')
+        >>> convert_tflite(model, "out/m_deny.tflite", "int8_float_io", x_val[:200],
+        ...                deny_layers=["probabilities"])
+        PosixPath('out/m_deny.tflite')
     """
     import tensorflow as tf
 
@@ -140,12 +152,22 @@ def convert_tflite(
             f"Variant `{variant}` calibrates activations: pass `representative_data` "
             "(float32 model inputs [N, H, W, C])."
         )
+    deny = _check_deny_layers(model, deny_layers, variant)
     contract = resolve_contract(model, contract)
     serve = serving_function(model, contract)
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], model
     )
+    if deny:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative_dataset(
+            representative_data, contract.shape, max_calibration_samples
+        )
+        flatbuffer = _convert_denying(converter, model, deny, variant, path)
+        atomic_write_bytes(path, flatbuffer)
+        contract.save(contract_path(path))
+        return path
     converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, n) for n in spec.supported_ops]
     if spec.optimize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -168,6 +190,99 @@ def convert_tflite(
     atomic_write_bytes(path, flatbuffer)
     contract.save(contract_path(path))
     return path
+
+
+DENY_VARIANTS = ("int8", "int8_float_io")
+
+
+def _check_deny_layers(model, deny_layers, variant: str) -> list[str]:
+    deny = list(deny_layers or ())
+    if not deny:
+        return deny
+    if variant not in DENY_VARIANTS:
+        raise ValueError(
+            f"`variant` with `deny_layers` should be one of {DENY_VARIANTS}. "
+            f"Received: variant={variant!r}"
+        )
+    names = [layer.name for layer in model.layers]
+    unknown = [n for n in deny if n not in names]
+    if unknown:
+        raise ValueError(f"`deny_layers` names unknown layer(s) {unknown}. Layers: {names}")
+    return deny
+
+
+def _convert_denying(converter, model, deny: list[str], variant: str, path: Path) -> bytes:
+    """Calibrate, then quantize everything but the ops of the ``deny`` layers."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    converter._experimental_calibrate_only = True  # noqa: SLF001 (the debugger's first step)
+    try:
+        calibrated = converter.convert()
+        nodes = denied_tensors(calibrated, deny, [layer.name for layer in model.layers])
+        if not nodes:
+            raise ValueError(
+                f"`deny_layers` {deny} matched no op of the converted model; the converter may "
+                "have fused them into a neighbour. Deny-list that layer instead."
+            )
+        io_type = tf.int8 if variant == "int8" else tf.float32
+        return tf_convert.mlir_quantize(
+            calibrated,
+            fully_quantize=variant == "int8",  # True also quantizes the model's input/output
+            input_data_type=io_type,
+            output_data_type=io_type,
+            denylisted_nodes=nodes,
+        )
+    except ValueError:
+        raise
+    except Exception as exc:  # the converter raises ConverterError and friends
+        raise ConversionError(
+            f"TFLite conversion ({variant}, deny {deny}) of {path.name} failed: "
+            f"{summarize_converter_error(exc)}"
+        ) from exc
+
+
+def denied_tensors(tflite, deny_layers, layer_names) -> list[str]:
+    """Output tensor names of the ops that belong to the ``deny_layers`` Keras layers.
+
+    Args:
+        tflite: a ``.tflite`` path or its bytes.
+        deny_layers: the layer names to look for.
+        layer_names: every layer name of the Keras model (to tell layers apart).
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    data = tflite if isinstance(tflite, bytes | bytearray) else Path(tflite).read_bytes()
+    graph = schema.Model.GetRootAs(data, 0).Subgraphs(0)
+    out = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        for j in range(op.OutputsLength()):
+            name = graph.Tensors(op.Outputs(j)).Name().decode("utf-8", "replace")
+            if layer_of_tensor(name, layer_names) in deny_layers and name not in out:
+                out.append(name)
+    return out
+
+
+def layer_of_tensor(tensor_name: str, layer_names) -> str | None:
+    """The Keras layer a TFLite tensor belongs to, matched on ``/name/`` path components.
+
+    When several layers appear (a convolution with its folded batch norm), the convolution that
+    owns a kernel is the one listed in ``layer_names``; the longest name wins ties.
+
+    Example:
+        >>> layer_of_tensor("model/quant_conv1/Conv2D;model/bn1/FusedBatchNorm", ["conv1", "bn"])
+        'conv1'
+    """
+    parts = set()
+    for piece in tensor_name.replace(";", "/").split("/"):
+        parts.add(piece)
+        if piece.startswith("quant_"):  # tfmot's QAT wrappers prefix the layer name
+            parts.add(piece[len("quant_") :])
+    found = [n for n in layer_names if n in parts]
+    if not found:
+        return None
+    return max(found, key=len)
 
 
 def summarize_converter_error(exc) -> str:

@@ -14,8 +14,11 @@ from pathlib import Path
 
 from kvision.report.markdown import (
     ARTIFACT_COLUMNS,
+    COMPRESSION_COLUMNS,
     DASH,
     artifact_row,
+    compression_rows,
+    distill_line,
     fmt_ratio,
     fmt_seconds,
     fmt_transform,
@@ -54,6 +57,7 @@ def render_html(report: dict, run_dir) -> str:
         _cards(report),
         _artifacts(report["artifacts"], lookup(report, "evaluation", "split") or "test"),
         _charts(report),
+        _compression(report),
         _training_and_data(report, run_dir),
         _evaluation(report.get("evaluation"), run_dir),
         _config(report.get("config")),
@@ -191,6 +195,42 @@ def _charts(report: Mapping) -> str:
     if not tiles:
         return ""
     return f'<section><h2>Compare artifacts</h2><div class="grid">{"".join(tiles)}</div></section>'
+
+
+def _compression(report: Mapping) -> str:
+    from kvision.evaluate.plots import accuracy_size_figure
+
+    section = report.get("compression") or {}
+    rows = compression_rows(report)
+    if not section and not rows:
+        return ""
+    head = "".join(
+        f'<th class="{"num" if 2 <= i <= 5 else ""}">{_e(c)}</th>'
+        for i, c in enumerate(COMPRESSION_COLUMNS)
+    )
+    cell = '<td class="{}">{}</td>'.format
+    body = "".join(
+        "<tr>"
+        + "".join(cell("num" if 2 <= i <= 5 else "", _e(v)) for i, v in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
+    floor = lookup(report, "config", "compress", "accuracy_floor")
+    fig = accuracy_size_figure(report["artifacts"], section.get("float_accuracy"), floor)
+    notes = [distill_line(section.get("distill"))]
+    for r in section.get("layer_reports") or []:
+        counts = ", ".join(f"{n} {action}" for action, n in (r.get("summary") or {}).items())
+        notes.append(f"{r['technique']}: {counts}. {r.get('message', '')}")
+    notes += [f"{t} could not run: {e}" for t, e in (section.get("errors") or {}).items()]
+    if section.get("report_md"):
+        notes.append(f"Per-layer reports (every layer, what was done, why): {section['report_md']}")
+    items = "".join(f"<li>{_e(n)}</li>" for n in notes if n)
+    chart = _figure_tile("Compression trade-off", _png(fig), True) if fig else ""
+    return (
+        '<section><h2>Compression</h2><div class="table-wrap"><table class="artifacts">'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        f'<div class="grid">{chart}</div><ul class="hint">{items}</ul></section>'
+    )
 
 
 def _training_and_data(report: Mapping, run_dir: Path) -> str:

@@ -48,6 +48,7 @@ def render_markdown(report: dict) -> str:
     out += _training_section(report.get("training"))
     out += _evaluation_section(report.get("evaluation"))
     out += _artifacts_section(report["artifacts"])
+    out += _compression_section(report)
     out += _plots_section(report)
     if report.get("config"):
         out += [
@@ -308,6 +309,106 @@ def _artifacts_section(artifacts) -> list[str]:
         ]
         lines.append("")
     return lines
+
+
+COMPRESSION_COLUMNS = (
+    "artifact",
+    "technique",
+    "gzip (KB)",
+    "x smaller (gzip)",
+    "accuracy",
+    "drop (points)",
+    "I/O",
+    "measured in the file",
+)
+
+
+def compression_rows(report: Mapping) -> list[list[str]]:
+    """Formatted cells (:data:`COMPRESSION_COLUMNS` order) of each compressed artifact: its
+    size ratio vs the float32 TFLite, accuracy drop vs the float model and what was measured in
+    its weights (int8 sparsity, unique values per channel)."""
+    section = report.get("compression") or {}
+    float_acc = section.get("float_accuracy")
+    rows = []
+    for a in report.get("artifacts") or []:
+        info = a.get("compression") or {}
+        if not info:
+            continue
+        acc = lookup(a, "metrics", "accuracy")
+        drop = None if acc is None or float_acc is None else 100 * (float_acc - acc)
+        checks = a.get("checks") or {}
+        io = f"{checks['input_dtype']}/{checks['output_dtype']}" if "input_dtype" in checks else ""
+        measured = []
+        if info.get("tflite_sparsity") is not None:
+            measured.append(
+                f"int8 weight sparsity {info['tflite_sparsity']:.1%}"
+                + (f" (target {info['target_sparsity']:.0%})" if "target_sparsity" in info else "")
+            )
+        if info.get("max_unique_per_channel") is not None:
+            measured.append(
+                f"<= {info['max_unique_per_channel']} unique values per channel "
+                f"({info.get('clusters')} clusters)"
+            )
+        rows.append(
+            [
+                str(a["name"]),
+                str(info.get("technique", "")),
+                fmt_kb(a.get("gzip_bytes")),
+                DASH if info.get("gzip_ratio") is None else f"{info['gzip_ratio']:.1f}",
+                fmt_ratio(acc),
+                DASH if drop is None else f"{drop:.2f}",
+                io,
+                "; ".join(measured),
+            ]
+        )
+    return rows
+
+
+def distill_line(distill: Mapping | None) -> str | None:
+    """One sentence comparing the distilled student with its teacher and the scratch student."""
+    if not distill:
+        return None
+    options = ", ".join(f"{k}={v}" for k, v in (distill.get("student_options") or {}).items())
+    scratch = distill.get("scratch_accuracy")
+    text = (
+        f"Distillation: student {distill['student']}({options}), "
+        f"{distill.get('student_params', 0):,} parameters vs the teacher's "
+        f"{distill.get('teacher_params', 0):,}; {distill['epochs']} epochs at T="
+        f"{distill['temperature']}, alpha={distill['alpha']}. Test accuracy: distilled "
+        f"{fmt_ratio(distill.get('student_accuracy'))}"
+    )
+    if scratch is not None:
+        text += f", same student from scratch {fmt_ratio(scratch)}"
+    return text + f", teacher {fmt_ratio(distill.get('teacher_accuracy'))}."
+
+
+def _compression_section(report: Mapping) -> list[str]:
+    section = report.get("compression")
+    rows = compression_rows(report)
+    if not section and not rows:
+        return []
+    section = section or {}
+    lines = ["## Compression", ""]
+    if section.get("float_accuracy") is not None:
+        lines += [
+            f"Drops are against the float model's test accuracy "
+            f"{fmt_ratio(section['float_accuracy'])}; sizes against the float32 .tflite.",
+            "",
+        ]
+    if rows:
+        lines += [*_table(COMPRESSION_COLUMNS, rows, right=range(2, 6)), ""]
+    distill = distill_line(section.get("distill"))
+    if distill:
+        lines += [distill, ""]
+    for r in section.get("layer_reports") or []:
+        counts = ", ".join(f"{n} {action}" for action, n in (r.get("summary") or {}).items())
+        lines.append(f"- {_cell(r['technique'])}: {counts}. {_cell(r.get('message', ''))}")
+    for technique, error in (section.get("errors") or {}).items():
+        lines.append(f"- {_cell(technique)} could not run: {_cell(error)}")
+    path = section.get("report_md")
+    if path:
+        lines.append(f"- Per-layer reports: [{path}]({_link(path)})")
+    return lines + [""]
 
 
 def _plots_section(report: Mapping) -> list[str]:

@@ -153,6 +153,13 @@ def test_accuracy_floor_marks_failed_with_remedy():
         assert remedy in a.reason
     assert a.metrics["accuracy_drop_points"] == pytest.approx(10.0)
 
+    # the remedy fits how the artifact was made
+    pqat = Artifact("pqat_int8", "tflite", "x.tflite", 10, 8, "ok", checks={"variant": "int8"})
+    pqat.metrics["accuracy"] = 0.80
+    reason = apply_accuracy_floor(pqat, 0.90, 1.0, head="probabilities").reason
+    assert "compress.prune.epochs" in reason and "compress.qat.epochs" in reason
+    assert "int16x8" not in reason and "techniques: qat" not in reason
+
     ok = Artifact("ptq_int8", "tflite", "x.tflite", 10, 8, "ok", checks={"variant": "int8"})
     ok.metrics["accuracy"] = 0.895
     assert apply_accuracy_floor(ok, 0.90, 1.0).status == "ok"

@@ -93,6 +93,8 @@ def compress(
         if runner in done:
             continue  # prune+pqat and cluster+cqat share one fine-tuning run
         done.add(runner)
+        if verbose:
+            print(f"compress: {technique} ({len(result.artifacts)} artifact(s) so far)", flush=True)
         try:
             runner(ctx, result)
         except Exception as exc:  # a technique that cannot run is a row with a reason

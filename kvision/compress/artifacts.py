@@ -173,13 +173,28 @@ def apply_accuracy_floor(
 
 
 def remedy(artifact: Artifact, head: str | None = None) -> str:
-    """What to try when a quantized artifact misses the accuracy floor."""
-    variant = artifact.checks.get("variant", "")
-    keep = f"ptq.deny_layers=[{head}]" if head else "ptq.deny_layers=[<head layer>]"
+    """What to try when a compressed artifact misses the accuracy floor, by how it was made.
+
+    Example:
+        >>> remedy(Artifact("pqat_int8", "tflite", "m.tflite", 1, 1, "ok"), "probabilities")
+        'prune longer or less (compress.prune.epochs, compress.prune.target_sparsity); a lon...'
+    """
+    name, variant = artifact.name, artifact.checks.get("variant", "")
     tips = []
-    if not artifact.name.startswith(("qat", "pqat", "cqat")):
-        tips.append("quantization-aware training (techniques: qat)")
-    if variant != "int16x8":
-        tips.append("int16x8 activations (ptq.variants: int16x8)")
-    tips.append(f"keep the head in float ({keep})")
+    if name.startswith(("pruned", "pqat")):
+        tips.append("prune longer or less (compress.prune.epochs, compress.prune.target_sparsity)")
+    elif name.startswith(("cluster", "cqat")):
+        tips.append("more clusters or a longer fine-tune (compress.cluster.clusters, .epochs)")
+    elif name.startswith("distill"):
+        tips.append("a larger student or more epochs (compress.distill.student_options, .epochs)")
+    if variant not in ("", "float32"):
+        qat = name.startswith(("qat", "pqat", "cqat"))
+        if not qat:
+            tips.append("quantization-aware training (techniques: qat)")
+        if name.startswith("ptq") and variant != "int16x8":
+            tips.append("int16x8 activations (ptq.variants: int16x8)")
+        if qat:
+            tips.append("a longer QAT fine-tune (compress.qat.epochs)")
+        else:
+            tips.append(f"keep the head in float (ptq.deny_layers=[{head or '<head layer>'}])")
     return "; ".join(tips) + "."

@@ -61,7 +61,7 @@ class PruneConfig(_Section):
         begin: first pruning step; a float in [0, 1) is a fraction of the fine-tuning steps
             (default 0.0).
         end: last pruning step; a float in (0, 1] is a fraction of the fine-tuning steps
-            (default 0.7: the rest of the run recovers accuracy at the target sparsity).
+            (default 0.6: the rest of the run recovers accuracy at the target sparsity).
         frequency: steps between pruning updates; ``None`` (default) derives it from the real
             number of steps so that short runs still reach the target (tfmot's default of 100
             silently gives 0 % sparsity on runs shorter than that).
@@ -72,7 +72,8 @@ class PruneConfig(_Section):
             together reach the target) (default ``"lamp"``).
         m_by_n: structured sparsity, e.g. ``[2, 4]`` for 2:4 (default ``None``: unstructured).
         xnnpack_policy: apply tfmot's ``PruneForLatencyOnXNNPack`` policy (default False).
-        epochs: fine-tuning epochs (default 2).
+        epochs: fine-tuning epochs (default 6: with LAMP and self-distillation, 80 % sparsity
+            costs the default model 0.2 point on Fashion-MNIST; 2 epochs cost 1 to 2 points).
         learning_rate: fine-tuning peak learning rate (default 1e-3).
         skip_layers: layer names never pruned (default: none).
 
@@ -85,12 +86,12 @@ class PruneConfig(_Section):
     initial_sparsity: float = 0.3
     schedule: str = "polynomial"
     begin: float = 0.0
-    end: float = 0.7
+    end: float = 0.6
     frequency: int | None = None
     allocation: str = "lamp"
     m_by_n: list | None = None
     xnnpack_policy: bool = False
-    epochs: int = 2
+    epochs: int = 6
     learning_rate: float = 1e-3
     skip_layers: list = field(default_factory=list)
 
@@ -141,7 +142,7 @@ class QATConfig(_Section):
     """Quantization-aware training.
 
     Args:
-        epochs: fine-tuning epochs (default 2).
+        epochs: fine-tuning epochs (default 1; also the QAT phase of PQAT and CQAT).
         learning_rate: fine-tuning peak learning rate (default 5e-4).
         outputs: TFLite variants to write, from ``("int8", "int8_float_io")`` (default both:
             int8 input/output, and int8 inside with float input/output).
@@ -150,10 +151,10 @@ class QATConfig(_Section):
 
     Example:
         >>> QATConfig(outputs=["int8"]).epochs
-        2
+        1
     """
 
-    epochs: int = 2
+    epochs: int = 1
     learning_rate: float = 5e-4
     outputs: list = field(default_factory=lambda: list(QAT_OUTPUTS))
     skip_layers: list = field(default_factory=list)

@@ -198,3 +198,21 @@ def test_lamp_allocation_prunes_big_redundant_layers_harder_and_hits_the_target(
     assert lamp_sparsities(scaled, 0.8) == pytest.approx(s)
     with pytest.raises(ValueError, match="allocation"):
         PruneConfig(allocation="global")
+
+
+def test_gzip_budget_splits_the_file_into_weights_biases_and_the_floor():
+    from pathlib import Path
+
+    from kvision.compress.sparsity import gzip_budget, tflite_weight_stats
+
+    path = Path(__file__).parent.parent / "tflite_models" / "classifier_int8.tflite"
+    b = gzip_budget(path)
+    stats = tflite_weight_stats(path)
+    assert b["weights"] == sum(s["size"] for s in stats)  # int8: one byte per weight
+    zeros = sum(round(s["zero_fraction"] * s["size"]) for s in stats)
+    assert b["nonzero_weights"] == b["weights"] - zeros
+    assert b["repacked_gzip_bytes"] == pytest.approx(b["gzip_bytes"], rel=0.02)
+    parts = b["weights_gzip_bytes"] + b["biases_gzip_bytes"] + b["floor_gzip_bytes"]
+    assert parts == b["repacked_gzip_bytes"]
+    assert b["weights_gzip_bytes"] > b["biases_gzip_bytes"] > 0 and b["floor_gzip_bytes"] > 0
+    assert b["per_channel_scales"] > 0  # per-channel int8 weights and biases

@@ -127,6 +127,20 @@ def _targets(result) -> None:
             f"- pqat_int8 gzip {ratio:.1f}x smaller than float32 (>= 10: "
             f"{'met' if ratio >= 10 else 'MISSED'})"
         )
+        from kvision.compress.sparsity import gzip_budget
+
+        b = gzip_budget(pqat.path)
+        need = float32.gzip_bytes / 10
+        print(
+            f"  where its {b['gzip_bytes'] / 1024:.1f} KB gzip go: weights "
+            f"{b['weights_gzip_bytes'] / 1024:.1f} KB ({b['nonzero_weights']:,} of "
+            f"{b['weights']:,} int8 weights nonzero), biases "
+            f"{b['biases_gzip_bytes'] / 1024:.1f} KB, "
+            f"the rest {b['floor_gzip_bytes'] / 1024:.1f} KB ({b['per_channel_scales']:,} "
+            f"quantization scales, graph, names); 10x needs <= {need / 1024:.1f} KB, so the "
+            f"weights would have to fit in "
+            f"{(need - b['biases_gzip_bytes'] - b['floor_gzip_bytes']) / 1024:.1f} KB"
+        )
         w = result.weights.get("pqat_int8", {})
         if w.get("tflite_sparsity") is not None:
             ok = w["tflite_sparsity"] >= w["target_sparsity"] - 0.02

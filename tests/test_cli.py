@@ -205,3 +205,21 @@ def test_compress_command_on_a_user_model_file(tmp_path, tiny_npz, capsys):
     assert {"ptq_float16", "ptq_dynamic"} <= set(names)
     assert all(a["status"] == "ok" for a in names.values())
     assert "float16" in out
+
+
+def test_exit_status_separates_floor_misses_from_broken_artifacts(capsys):
+    from kvision.cli import _exit_status
+
+    ok = {"name": "float32", "status": "ok", "reason": "", "metrics": {}}
+    below = {
+        "name": "distill_int8",
+        "status": "failed",
+        "reason": "exported but failed validation: accuracy 88.59% is 3.72 points below ...",
+        "metrics": {"accuracy_drop_points": 3.72},
+    }
+    broken = {"name": "ptq_int8", "status": "failed", "reason": "ConversionError: x", "metrics": {}}
+    assert _exit_status([ok], strict=False) == 0
+    assert _exit_status([ok, below], strict=False) == 0
+    assert "distill_int8 (3.72 points)" in capsys.readouterr().out
+    assert _exit_status([ok, below], strict=True) == 1
+    assert _exit_status([ok, broken], strict=False) == 1

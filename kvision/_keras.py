@@ -62,4 +62,39 @@ def load_model(path, compile: bool = False):
         text = str(exc)
         if "keras_version" in text or "Keras 3" in text or "module" in text and "keras.src" in text:
             hint = " It looks like a Keras 3 file: re-save it with tf_keras."
+        else:
+            hint = _user_code_hint(p)
         raise ValueError(f"Could not load a tf_keras model from {p}: {exc}.{hint}") from exc
+
+
+def _user_code_hint(path) -> str:
+    """What in a ``.keras`` file needs the user's own code: custom layer classes and Lambdas."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return ""
+    layers = (config.get("config") or {}).get("layers") or []
+    custom = sorted(
+        {
+            f"{layer.get('module')}.{layer['class_name']}"
+            for layer in layers
+            if not str(layer.get("module", "")).startswith("keras")
+        }
+    )
+    lambdas = [layer["config"]["name"] for layer in layers if layer["class_name"] == "Lambda"]
+    parts = []
+    if custom:
+        parts.append(
+            f"uses custom layer class(es) {custom}: import the module(s) that define them "
+            "(registered with keras.saving.register_keras_serializable) before loading"
+        )
+    if lambdas:
+        parts.append(
+            f"has Lambda layer(s) {lambdas}, whose Python code is stored in the file and "
+            "must be importable here; replacing them with registered layers is more portable"
+        )
+    return (" The model " + "; it ".join(parts) + ".") if parts else ""

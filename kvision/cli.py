@@ -12,6 +12,7 @@ kvision list models
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -129,6 +130,15 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--model", required=True, help="a tf_keras model file (.keras/.h5)")
     p.add_argument("--out", help="output folder (default: <run dir>/compress)")
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import this Python module first (repeatable; from the current folder or "
+        "PYTHONPATH): where the model's custom layers are defined and registered",
+    )
     _add_strict(p)
 
     p = sub.add_parser("predict", help="top-k labels for image files")
@@ -279,7 +289,15 @@ def _compress(cfg, args) -> int:
     """``kvision compress --model PATH``: every configured technique on a user's model file."""
     from kvision import workflow
     from kvision.compress import compress, load_model_for_compression
+    from kvision.config import ConfigError
 
+    if args.imports and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # modules next to the user, as `python -m` would find
+    for module in args.imports:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"--import {module}: {exc}") from exc
     model = load_model_for_compression(args.model)
     splits = workflow.load_data(cfg)
     train_ds, val_ds, test = workflow.compression_data(cfg, splits, model.kvision_contract)

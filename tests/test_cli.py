@@ -223,3 +223,40 @@ def test_exit_status_separates_floor_misses_from_broken_artifacts(capsys):
     assert "distill_int8 (3.72 points)" in capsys.readouterr().out
     assert _exit_status([ok, below], strict=True) == 1
     assert _exit_status([ok, broken], strict=False) == 1
+
+
+def test_compress_imports_the_module_of_a_custom_layer(tmp_path, tiny_npz, monkeypatch, capsys):
+    """`--import MODULE` makes a registered custom layer loadable; the per-layer report says it
+    stays in float and why."""
+    (tmp_path / "kv_user_layers.py").write_text(
+        "import tf_keras as keras\n\n\n"
+        '@keras.saving.register_keras_serializable(package="kv_test")\n'
+        "class Halve(keras.layers.Layer):\n"
+        "    def call(self, x):\n"
+        "        return x * 0.5\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    code = (
+        "import sys; sys.path.insert(0, '.'); import tf_keras as keras; "
+        "from kv_user_layers import Halve; "
+        "i = keras.Input((28, 28, 1), name='images'); "
+        "x = keras.layers.Conv2D(4, 3, activation='relu', name='conv')(i); "
+        "x = Halve(name='halve')(x); x = keras.layers.GlobalAveragePooling2D(name='pool')(x); "
+        "o = keras.layers.Dense(4, activation='softmax', name='probabilities')(x); "
+        "keras.Model(i, o).save('user.keras')"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, timeout=300)
+    args = [
+        "compress", "--model", "user.keras", "--out", "c", "data.dataset=npz",
+        f"data.path={tiny_npz}", "data.val_split=0.25", "compress.techniques=[qat]",
+        "compress.qat.outputs=[int8_float_io]", "compress.steps_per_epoch=2",
+        "compress.accuracy_floor=100", "compress.verify_samples=8",
+    ]  # fmt: skip
+    assert main(args) == 2
+    assert "custom layer class(es) ['kv_user_layers.Halve']" in capsys.readouterr().err
+    assert main([*args, "--import", "kv_user_layers"]) == 0
+    out = capsys.readouterr().out
+    assert "| halve | Halve | float |" in out
+    report = json.loads((tmp_path / "c" / "compress_report.json").read_text())
+    qat = next(r for r in report["layer_reports"] if r["technique"] == "qat")
+    assert {r["layer"]: r["action"] for r in qat["rows"]}["conv"] == "quantized"

@@ -216,3 +216,17 @@ def test_gzip_budget_splits_the_file_into_weights_biases_and_the_floor():
     assert parts == b["repacked_gzip_bytes"]
     assert b["weights_gzip_bytes"] > b["biases_gzip_bytes"] > 0 and b["floor_gzip_bytes"] > 0
     assert b["per_channel_scales"] > 0  # per-channel int8 weights and biases
+
+
+def test_loading_a_model_with_unimportable_custom_code_names_the_layers(tmp_path):
+    from kvision.compress import load_model_for_compression
+
+    path = tmp_path / "custom.keras"
+    model = _lambda_and_custom_model()
+    model.save(path)
+    with pytest.raises(ValueError) as err:
+        load_model_for_compression(path)
+    text = str(err.value)
+    assert str(path) in text
+    assert "custom layer class(es)" in text and "Scale']" in text
+    assert "Lambda layer(s) ['double']" in text

@@ -196,6 +196,7 @@ def test_distiller_trains_student_with_fit(model, data):
     x, y, train = data
     student = build_model("lenet", (28, 28, 1), 4, filters=(4,), dense_units=0, batch_norm=False)
     before = student.get_weights()[0].copy()
+    teacher_before = [w.copy() for w in model.get_weights()]
     d = Distiller(student, model, temperature=2.0, alpha=0.5)
     d.compile(optimizer=keras.optimizers.Adam(3e-3))
     history = d.fit(train, epochs=2, verbose=0).history
@@ -203,6 +204,10 @@ def test_distiller_trains_student_with_fit(model, data):
     assert np.isfinite(history["loss"]).all()
     assert not np.allclose(before, student.get_weights()[0])
     assert history["loss"][-1] < history["loss"][0]
+    # the teacher is neither updated nor frozen for later use (it is the model being compressed)
+    assert model.trainable and all(layer.trainable for layer in model.layers)
+    for a, b in zip(teacher_before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_compress_end_to_end_writes_report(model, data, tmp_path):
@@ -212,9 +217,11 @@ def test_compress_end_to_end_writes_report(model, data, tmp_path):
     cfg = CompressConfig(techniques=["ptq", "prune"], steps_per_epoch=4)
     cfg.ptq.variants = ["int8"]
     cfg.prune.epochs = 1
+    assert cfg.self_distill  # the default: fine-tuning learns from the float model too
     result = compress(model, train, train, cfg, tmp_path, test=(x, y))
     names = [a.name for a in result.artifacts]
     assert names == ["float32", "ptq_int8", "pruned_float32"]
+    assert model.trainable  # still trainable for the next technique or the user
     assert result.artifact("ptq_int8").ok, result.artifact("ptq_int8").reason
     assert result.float_accuracy == 1.0
     data_json = json.loads((tmp_path / "compress_report.json").read_text())

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             f"student {d['student_accuracy']:.4f}, "
             f"same student from scratch {d['scratch_accuracy']}"
         )
-    _targets(result)
+    print_targets(result)
     if args.json:
         Path(args.json).write_text(
             json.dumps({"table": result.table(), **result.to_dict()}, indent=2)
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def _targets(result) -> None:
+def print_targets(result) -> None:
+    """The compression issue's targets, checked on a CompressionResult (printed, not asserted)."""
     base = result.float_accuracy or 0.0
 
     def acc(name):

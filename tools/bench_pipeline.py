@@ -5,7 +5,9 @@
 Runs the default pipeline (plus any overrides) in a fresh run directory as a subprocess, as a
 user would, and prints the wall time of the whole command, each stage's time from report.json, and
 every artifact's accuracy, size and latency. Targets checked (reported, never asserted in tests):
-float test accuracy >= 0.92 and total wall time <= 15 min on a 2-core machine.
+float test accuracy >= 0.92 and wall time <= 15 min on a 2-core machine for the float job (train,
+evaluate, export, benchmark); the compression targets of ``tools/bench_compress.py`` on the
+compress stage's result; the total with compression is reported.
 """
 
 from __future__ import annotations
@@ -51,10 +53,13 @@ def main(argv=None) -> int:
     report = json.loads(report_path.read_text())
     stages = report["run"]["wall_time_s"]
     keras_acc = report["evaluation"]["accuracy"]
-    met = "met" if wall <= WALL_TARGET_S else "MISSED"
+    compress_s = stages.get("compress", 0.0)
+    float_job = wall - compress_s
+    met = "met" if float_job <= WALL_TARGET_S else "MISSED"
+    print(f"\nwall time (whole command): {wall:.1f} s = {wall / 60:.1f} min")
     print(
-        f"\nwall time (whole command): {wall:.1f} s = {wall / 60:.1f} min "
-        f"(target <= {WALL_TARGET_S / 60:.0f} min: {met})"
+        f"float job (all but the compress stage): {float_job / 60:.1f} min "
+        f"(target <= {WALL_TARGET_S / 60:.0f} min: {met}); compress stage {compress_s / 60:.1f} min"
     )
     print("stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items()))
     print(
@@ -72,6 +77,13 @@ def main(argv=None) -> int:
             f"| {a['name']} | {a['status']} | {acc} | {a['size_bytes'] / 1024:.1f} | "
             f"{a['gzip_bytes'] / 1024:.1f} | {p50} | {p90} |"
         )
+    compressed = runs_dir / name / "compress" / "compress_report.json"
+    if compressed.is_file():
+        from bench_compress import print_targets
+
+        from kvision.compress.result import CompressionResult
+
+        print_targets(CompressionResult.from_dict(json.loads(compressed.read_text())))
     result = {
         "command": cmd,
         "wall_s": wall,

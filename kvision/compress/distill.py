@@ -91,8 +91,10 @@ class Distiller(keras.Model):
                 f"`student` has {student.output_shape[-1]} classes, `teacher` "
                 f"{teacher.output_shape[-1]}; they should match."
             )
+        # The teacher is never updated: gradients are taken for the student's variables only and
+        # the teacher runs in inference mode. Its `trainable` flag is left alone: the teacher is
+        # often the user's model, compressed again by the next technique.
         self.student, self.teacher = student, teacher
-        self.teacher.trainable = False
         self.temperature, self.alpha = float(temperature), float(alpha)
         self._total_tracker = keras.metrics.Mean(name="loss")
         self._hard_tracker = keras.metrics.Mean(name="hard_loss")

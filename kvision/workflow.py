@@ -62,7 +62,7 @@ def prepare_run_dir(cfg: PipelineConfig, fresh: bool = False) -> Path:
                 f"Choose another run name (name=...) or pass --fresh to start it again."
             )
     if fresh and run_dir.exists():
-        for sub in ("backup", "checkpoints", "logs", "history.csv", "training.json"):
+        for sub in ("backup", "checkpoints", "logs", "history.csv", "training.json", "compress"):
             p = run_dir / sub
             if p.is_dir():
                 shutil.rmtree(p)

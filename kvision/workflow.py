@@ -43,7 +43,7 @@ def prepare_run_dir(cfg: PipelineConfig, fresh: bool = False) -> Path:
 
     A run directory holding a different config is never silently reused: it raises a
     ``ConfigError`` telling to pick another ``name`` or pass ``fresh``. With ``fresh`` the old
-    training state (backup, checkpoints, logs) is removed first.
+    training state (backup, checkpoints, logs) and compression results are removed first.
     """
     import shutil
 

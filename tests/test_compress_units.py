@@ -159,6 +159,10 @@ def test_accuracy_floor_marks_failed_with_remedy():
     reason = apply_accuracy_floor(pqat, 0.90, 1.0, head="probabilities").reason
     assert "compress.prune.epochs" in reason and "compress.qat.epochs" in reason
     assert "int16x8" not in reason and "techniques: qat" not in reason
+    student = Artifact("distill_int8", "tflite", "x.tflite", 1, 1, "ok", checks={"variant": "int8"})
+    student.metrics["accuracy"] = 0.80
+    reason = apply_accuracy_floor(student, 0.90, 1.0, head="probabilities").reason
+    assert "larger student" in reason and "deny_layers" not in reason
 
     ok = Artifact("ptq_int8", "tflite", "x.tflite", 10, 8, "ok", checks={"variant": "int8"})
     ok.metrics["accuracy"] = 0.895

@@ -296,6 +296,12 @@ def _run_prune(ctx: _Context, result):
         )
         result.reports.append(qreport)
         ctx.finetune(pqat, ctx.cfg.qat.epochs, ctx.cfg.qat.learning_rate)
+        moved = prune.keep_zeros(pqat, stripped, names)
+        if moved:
+            qreport.message += (
+                f" {moved} pruned weight(s) that tfmot left unmasked (layers whose weights the "
+                "converter quantizes) had drifted during QAT and were set back to zero."
+            )
         measure(ctx.convert(result, pqat, "pqat_int8", "int8"))
 
 

@@ -183,18 +183,18 @@ def remedy(artifact: Artifact, head: str | None = None) -> str:
     tips = []
     if name.startswith(("pruned", "pqat")):
         tips.append("prune longer or less (compress.prune.epochs, compress.prune.target_sparsity)")
-    elif name.startswith(("cluster", "cqat")):
+    if name.startswith(("cluster", "cqat")):
         tips.append("more clusters or a longer fine-tune (compress.cluster.clusters, .epochs)")
-    elif name.startswith("distill"):
+    if name.startswith("cluster"):
+        tips.append("cluster-preserving QAT (techniques: cqat)")
+    if name.startswith("distill"):
         tips.append("a larger student or more epochs (compress.distill.student_options, .epochs)")
-    if variant not in ("", "float32"):
-        qat = name.startswith(("qat", "pqat", "cqat"))
-        if not qat:
+    if name.startswith(("qat", "pqat", "cqat")):
+        tips.append("a longer QAT fine-tune (compress.qat.epochs)")
+    if name.startswith("ptq") or not tips:
+        if variant not in ("", "float32", "float16"):
             tips.append("quantization-aware training (techniques: qat)")
-        if name.startswith("ptq") and variant != "int16x8":
+        if variant != "int16x8":
             tips.append("int16x8 activations (ptq.variants: int16x8)")
-        if qat:
-            tips.append("a longer QAT fine-tune (compress.qat.epochs)")
-        else:
-            tips.append(f"keep the head in float (ptq.deny_layers=[{head or '<head layer>'}])")
+        tips.append(f"keep the head in float (ptq.deny_layers=[{head or '<head layer>'}])")
     return "; ".join(tips) + "."

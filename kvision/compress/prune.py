@@ -297,6 +297,43 @@ def strip(pruned_model):
     return with_contract(stripped, contract)
 
 
+def keep_zeros(model, pruned_model, layers) -> int:
+    """Zero again, in ``model``, every weight that is zero in ``pruned_model``; returns how many
+    had moved.
+
+    tfmot's prune-preserving QAT masks the weights it fake-quantizes, but a layer whose weights it
+    leaves to the converter (a ``Dense`` followed by ``BatchNormalization``, folded at conversion)
+    is fine-tuned unmasked and its pruned weights drift off zero. Calling this after the QAT
+    fine-tuning makes the sparsity exact in every pruned layer. A layer tfmot did mask is not
+    changed.
+
+    Args:
+        model: the fine-tuned model (QAT-wrapped or plain); layers are matched by name, also
+            inside tfmot wrappers.
+        pruned_model: the stripped pruned model the fine-tuning started from.
+        layers: names of the pruned layers.
+    """
+    moved = 0
+    # a tfmot wrapper swaps its layer's `kernel` attribute for a fake-quantized tensor, so the
+    # variables are found by name among the (wrapper's) weights
+    by_layer = {getattr(layer, "layer", layer).name: layer for layer in flat_layers(model)}
+    for name in layers:
+        reference, target = pruned_model.get_layer(name), by_layer.get(name)
+        if target is None:
+            continue
+        attrs = _tfmot.prunable_weights(reference) or []
+        variables = {w.name: w for w in target.weights}
+        for ref, attr in zip(_kernels(reference), attrs, strict=False):
+            weight = variables.get(f"{name}/{attr}:0")
+            if weight is None:
+                continue
+            value = weight.numpy()
+            keep = ref != 0
+            moved += int(np.count_nonzero(value[~keep]))
+            weight.assign(np.where(keep, value, 0.0).astype(value.dtype))
+    return moved
+
+
 def is_pruned_model(model) -> bool:
     """True when ``model`` still holds pruning wrappers."""
     return any(_tfmot.is_pruning_wrapper(layer) for layer in flat_layers(model))
@@ -305,6 +342,7 @@ def is_pruned_model(model) -> bool:
 __all__ = [
     "PruneSchedule",
     "is_pruned_model",
+    "keep_zeros",
     "prune_model",
     "pruning_callbacks",
     "resolve_schedule",

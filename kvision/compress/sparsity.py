@@ -76,12 +76,14 @@ def keras_weight_stats(model) -> dict:
     return out
 
 
-def tflite_weight_stats(path, layer_names=None) -> list[dict]:
+def tflite_weight_stats(path, layer_names=None, with_values: bool = False) -> list[dict]:
     """Stats of the weight tensor of each conv / fully-connected op of a ``.tflite`` file.
 
     Args:
         path: ``.tflite`` file (or its bytes).
         layer_names: Keras layer names to attribute tensors to (by name match); optional.
+        with_values: also return each tensor's stored values (``values``, a NumPy array in the
+            TFLite layout: ``[out, h, w, in]`` for convolutions, ``[out, in]`` for dense).
 
     Returns:
         One dict per weight tensor: ``tensor``, ``op``, ``dtype``, ``shape``, ``layer`` (matched
@@ -120,6 +122,8 @@ def tflite_weight_stats(path, layer_names=None) -> list[dict]:
                 continue  # a dynamic input, not a constant weight
             seen.add(index)
             rows.append(_tensor_row(tensor, name, values, type_names, layer_names))
+            if with_values:
+                rows[-1]["values"] = values
     except (IndexError, ValueError, TypeError) as exc:
         raise ValueError(f"{label} is not a readable TFLite flatbuffer: {exc}") from exc
     return rows

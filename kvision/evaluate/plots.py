@@ -293,21 +293,17 @@ def accuracy_latency_figure(artifacts: Sequence[Mapping], reference_accuracy=Non
         x = [a["latency"]["p50_ms"] for a in group]
         y = [a["metrics"]["accuracy"] for a in group]
         ax.scatter(x, y, s=55, color=colors[fmt], label=fmt, zorder=3, edgecolor="white")
-        for a, xi, yi in zip(group, x, y, strict=True):
-            ax.annotate(
-                str(a.get("name")),
-                (xi, yi),
-                xytext=(6, 4),
-                textcoords="offset points",
-                fontsize=8,
-                color=TEXT_COLOR,
-            )
     ref = _num(reference_accuracy)
     if ref is not None:
         ax.axhline(ref, color=MUTED_COLOR, ls="--", lw=1, label=f"Keras {ref:.4f}", zorder=1)
     ax.set_xlabel("p50 latency (ms)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(left=0, right=max(a["latency"]["p50_ms"] for a in rows) * 1.3 or 1)
+    label_points(
+        ax,
+        [(a["latency"]["p50_ms"], a["metrics"]["accuracy"]) for a in rows],
+        [str(a.get("name")) for a in rows],
+    )
     ax.set_title(
         "Accuracy vs latency (up-left is better)", loc="left", fontsize=11, color=TEXT_COLOR
     )
@@ -342,8 +338,6 @@ def accuracy_size_figure(artifacts: Sequence[Mapping], reference_accuracy=None, 
         color = FORMAT_COLORS[1] if a.get("compression") else FORMAT_COLORS[0]
         ax.scatter(x, y, s=55, zorder=3, color="white" if failed else color, edgecolor=color,
                    linewidth=1.5)  # fmt: skip
-        ax.annotate(str(a.get("name")), (x, y), xytext=(6, 4), textcoords="offset points",
-                    fontsize=8, color=TEXT_COLOR)  # fmt: skip
     ref = _num(reference_accuracy)
     if ref is not None:
         ax.axhline(ref, color=MUTED_COLOR, ls="--", lw=1, label=f"float {ref:.4f}", zorder=1)
@@ -351,8 +345,15 @@ def accuracy_size_figure(artifacts: Sequence[Mapping], reference_accuracy=None, 
             floor = ref - floor_points / 100
             ax.axhline(floor, color=MUTED_COLOR, ls=":", lw=1, zorder=1,
                        label=f"floor -{floor_points:g} pt")  # fmt: skip
-        ax.legend(frameon=False, fontsize=9, loc="lower right")
+    for color, name in ((FORMAT_COLORS[0], "float"), (FORMAT_COLORS[1], "compressed")):
+        ax.scatter([], [], s=40, color=color, label=name)
+    ax.legend(frameon=False, fontsize=9, loc="lower right")
     ax.set_xscale("log")
+    label_points(
+        ax,
+        [(a["gzip_bytes"] / 1024, a["metrics"]["accuracy"]) for a in rows],
+        [str(a.get("name")) for a in rows],
+    )
     ax.set_xlabel("gzip size (KB, log scale)")
     ax.set_ylabel("test accuracy")
     ax.set_title(
@@ -364,6 +365,62 @@ def accuracy_size_figure(artifacts: Sequence[Mapping], reference_accuracy=None, 
     _style(ax)
     fig.tight_layout()
     return fig
+
+
+def label_points(ax, points, labels, fontsize: float = 8) -> None:
+    """Name each scatter point without labels overlapping one another or the points.
+
+    Labels go right of their point when there is room; a crowded point gets its label stacked
+    above or below (then left), joined to the point by a thin line. Call it after the axes'
+    scales and limits are set: placement works in display pixels.
+
+    Args:
+        ax: the Matplotlib axes holding the points.
+        points: ``(x, y)`` in data coordinates.
+        labels: one string per point.
+    """
+    if not points:
+        return
+    ax.autoscale_view()
+    dpi = ax.figure.dpi
+    pt = dpi / 72.0  # pixels per typographic point
+    height = fontsize * 1.25 * pt
+    xy = ax.transData.transform(np.asarray(points, dtype=np.float64))
+    left, bottom, right, top = ax.bbox.extents  # labels stay inside the axes
+    marker = 4.0 * pt
+    taken = [(x - marker, y - marker, x + marker, y + marker) for x, y in xy]
+    order = sorted(range(len(points)), key=lambda i: (-xy[i][1], xy[i][0]))
+    for i in order:
+        x, y = xy[i]
+        width = 0.6 * fontsize * len(labels[i]) * pt
+        candidates = [(6.0, 4.0)]  # offsets of the label's lower-left corner, in points
+        for ring in range(1, 12):
+            step = ring * (fontsize * 1.3)
+            candidates += [(6.0, 4.0 + step), (6.0, 4.0 - step)]
+        candidates += [(-6.0 - width / pt, 4.0 + dy) for _, dy in candidates]
+        chosen = candidates[0]
+        for dx, dy in candidates:
+            box = (x + dx * pt, y + dy * pt, x + dx * pt + width, y + dy * pt + height)
+            inside = left <= box[0] and box[2] <= right and bottom <= box[1] and box[3] <= top
+            if inside and not any(_overlap(box, other) for other in taken):
+                chosen = (dx, dy)
+                taken.append(box)
+                break
+        far = abs(chosen[1] - 4.0) > 1 or chosen[0] < 0
+        ax.annotate(
+            labels[i],
+            points[i],
+            xytext=chosen,
+            textcoords="offset points",
+            fontsize=fontsize,
+            color=TEXT_COLOR,
+            va="bottom",
+            arrowprops={"arrowstyle": "-", "color": MUTED_COLOR, "lw": 0.6} if far else None,
+        )
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 # ----------------------------------------------------------------------------------------------

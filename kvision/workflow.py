@@ -337,7 +337,7 @@ def compress(run: TrainedRun, cfg: PipelineConfig, verbose="auto"):
     from kvision.compress.result import CompressionResult
 
     out = cfg.run_dir / "compress"
-    result = _finished_compression(out, cfg, run.fit.checkpoint)
+    result = CompressionResult.load_finished(out, cfg.compress, run.fit.checkpoint)
     if result is None:
         train_ds, val_ds, test = compression_data(cfg, run.splits, run.contract)
         if verbose == "auto":
@@ -349,49 +349,8 @@ def compress(run: TrainedRun, cfg: PipelineConfig, verbose="auto"):
         )
     else:
         print(f"Compression in {out} already finished for this checkpoint; reusing it.")
-    assert isinstance(result, CompressionResult)
-    return [a for a in result.artifacts if a.name != "float32"], compression_section(result, out)
-
-
-def _finished_compression(out: Path, cfg: PipelineConfig, checkpoint: str):
-    """The saved result in ``out`` if it was made from ``checkpoint`` with ``cfg.compress``."""
-    from kvision.compress.result import REPORT_FILE, CompressionResult
-
-    path = out / REPORT_FILE
-    ckpt = Path(checkpoint)
-    if not (path.is_file() and ckpt.is_file()) or path.stat().st_mtime < ckpt.stat().st_mtime:
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if data.get("config") != json.loads(json.dumps(cfg.compress.to_dict())):
-        return None
-    result = CompressionResult.from_dict(data)
-    if any(a.status == "ok" and not Path(a.path).exists() for a in result.artifacts):
-        return None
-    return result
-
-
-def compression_section(result, out: Path) -> dict:
-    """The report's ``compression`` section: the measured weight statistics (without per-layer
-    rows), distillation comparison, per-technique layer counts and where the full report is."""
-    weights = {
-        name: {k: v for k, v in entry.items() if k != "layers"}
-        for name, entry in result.weights.items()
-    }
-    return {
-        "float_accuracy": result.float_accuracy,
-        "weights": weights,
-        "distill": result.distill or None,
-        "errors": result.errors,
-        "schedule": result.schedule or None,
-        "layer_reports": [
-            {"technique": r.technique, "message": r.message, "summary": r.summary()}
-            for r in result.reports
-        ],
-        "report_md": str(Path(out.name) / "compress_report.md"),
-    }
+    artifacts = [a for a in result.artifacts if a.name != "float32"]
+    return artifacts, result.report_section(Path(out.name) / "compress_report.md")
 
 
 def benchmark(artifacts, model, splits, contract, cfg: PipelineConfig, keras_accuracy: float):

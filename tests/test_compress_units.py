@@ -234,3 +234,32 @@ def test_loading_a_model_with_unimportable_custom_code_names_the_layers(tmp_path
     assert str(path) in text
     assert "custom layer class(es)" in text and "Scale']" in text
     assert "Lambda layer(s) ['double']" in text
+
+
+def test_a_finished_compression_is_reused_only_for_the_same_checkpoint_and_settings(tmp_path):
+    import json
+    import os
+
+    from kvision.compress.result import REPORT_FILE, CompressionResult
+
+    ckpt = tmp_path / "best.keras"
+    ckpt.write_bytes(b"model")
+    tflite = tmp_path / "c" / "m.tflite"
+    tflite.parent.mkdir()
+    tflite.write_bytes(b"TFL3")
+    cfg = CompressConfig(techniques=["ptq"])
+    result = CompressionResult(artifacts=[Artifact("ptq_int8", "tflite", tflite, 4, 4, "ok")])
+    (tmp_path / "c" / REPORT_FILE).write_text(
+        json.dumps({**result.to_dict(), "config": cfg.to_dict()})
+    )
+    os.utime(ckpt, (1, 1))  # the checkpoint is older than the result
+    found = CompressionResult.load_finished(tmp_path / "c", cfg, ckpt)
+    assert found is not None and found.artifact("ptq_int8").path == str(tflite)
+    qat = CompressConfig(techniques=["qat"])
+    assert CompressionResult.load_finished(tmp_path / "c", qat, ckpt) is None  # other settings
+    os.utime(ckpt, None)
+    os.utime(tmp_path / "c" / REPORT_FILE, (1, 1))
+    assert CompressionResult.load_finished(tmp_path / "c", cfg, ckpt) is None  # retrained since
+    os.utime(ckpt, (1, 1))
+    tflite.unlink()
+    assert CompressionResult.load_finished(tmp_path / "c", cfg, ckpt) is None  # a file is gone

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kvision.compress.layer_report import LayerReport
 from kvision.export.artifact import Artifact
@@ -70,6 +72,45 @@ class CompressionResult:
             errors=data.get("errors", {}),
             schedule=data.get("schedule", {}),
         )
+
+    @classmethod
+    def load_finished(cls, out_dir, cfg, checkpoint) -> CompressionResult | None:
+        """The result saved in ``out_dir`` if it was made from ``checkpoint`` with ``cfg``
+        (a ``CompressConfig``) and its files are all there; ``None`` otherwise."""
+        path, ckpt = Path(out_dir) / REPORT_FILE, Path(checkpoint)
+        if not (path.is_file() and ckpt.is_file()) or path.stat().st_mtime < ckpt.stat().st_mtime:
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if data.get("config") != json.loads(json.dumps(cfg.to_dict())):
+            return None
+        result = cls.from_dict(data)
+        if any(a.status == "ok" and not Path(a.path).exists() for a in result.artifacts):
+            return None
+        return result
+
+    def report_section(self, report_md) -> dict:
+        """The run report's ``compression`` section: measured weight statistics (without the
+        per-layer rows), the distillation comparison, per-technique layer counts, and
+        ``report_md`` (the path of the full per-layer reports, relative to the run)."""
+        weights = {
+            name: {k: v for k, v in entry.items() if k != "layers"}
+            for name, entry in self.weights.items()
+        }
+        return {
+            "float_accuracy": self.float_accuracy,
+            "weights": weights,
+            "distill": self.distill or None,
+            "errors": self.errors,
+            "schedule": self.schedule or None,
+            "layer_reports": [
+                {"technique": r.technique, "message": r.message, "summary": r.summary()}
+                for r in self.reports
+            ],
+            "report_md": str(report_md),
+        }
 
     def table(self) -> list[dict]:
         """One row per artifact: name, status, size, gzip size, ratio vs float32, accuracy, drop."""

@@ -232,6 +232,9 @@ def test_compress_end_to_end_writes_report(model, data, tmp_path):
     names = [a.name for a in result.artifacts]
     assert names == ["float32", "ptq_int8", "pruned_float32"]
     assert model.trainable  # still trainable for the next technique or the user
+    assert set(result.wall_time_s) == {"ptq", "prune", "evaluate"}
+    assert all(t >= 0 for t in result.wall_time_s.values())
+    assert "Wall time: ptq " in result.to_markdown()
     assert result.artifact("ptq_int8").ok, result.artifact("ptq_int8").reason
     assert result.float_accuracy == 1.0
     data_json = json.loads((tmp_path / "compress_report.json").read_text())

@@ -356,6 +356,7 @@ def _compressed_report():
             {"technique": "prune", "message": "18 pruned", "summary": {"pruned": 18}}
         ],
         "errors": {"cqat": "ValueError: no"},
+        "wall_time_s": {"ptq": 41.0, "qat": 65.0},
         "report_md": "compress/compress_report.md",
     }
     return report
@@ -374,6 +375,7 @@ def test_compression_section_in_markdown_and_html(run_dir):
     assert "distilled 0.8800, same student from scratch 0.8600, teacher 0.9000" in section
     assert "- prune: 18 pruned. 18 pruned" in section
     assert "- cqat could not run: ValueError: no" in section
+    assert "- Time by technique: ptq 41.0 s, qat 1 min 05 s" in section
     assert "[compress/compress_report.md](compress/compress_report.md)" in section
 
     page = paths["html"].read_text()

@@ -15,6 +15,7 @@ crash of the whole run.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,7 @@ def compress(
         done.add(runner)
         if verbose:
             print(f"compress: {technique} ({len(result.artifacts)} artifact(s) so far)", flush=True)
+        started = time.perf_counter()
         try:
             runner(ctx, result)
         except Exception as exc:  # a technique that cannot run is a row with a reason
@@ -105,12 +107,15 @@ def compress(
             result.artifacts.append(
                 Artifact.failed(technique, "tflite", ctx.path(technique), reason)
             )
+        result.wall_time_s[technique] = round(time.perf_counter() - started, 1)
 
+    started = time.perf_counter()
     head = model.layers[-1].name
     for artifact in result.artifacts:
         if Path(artifact.path).is_file():
             evaluate_accuracy(artifact, x_test, y_test)
             apply_accuracy_floor(artifact, result.float_accuracy, cfg.accuracy_floor, head)
+    result.wall_time_s["evaluate"] = round(time.perf_counter() - started, 1)
     _describe(result)
     # the settings are saved with the result: a pipeline re-run reuses a finished compression
     atomic_write_json(run_dir / REPORT_FILE, {**result.to_dict(), "config": cfg.to_dict()})

@@ -27,6 +27,8 @@ class CompressionResult:
         distill: teacher / student / scratch-student accuracies when distillation ran.
         errors: technique -> message for techniques that could not run.
         schedule: the resolved pruning schedule (steps), when pruning ran.
+        wall_time_s: seconds per technique (fine-tuning, conversion, verification), plus
+            ``evaluate`` (test accuracy of every artifact).
     """
 
     artifacts: list = field(default_factory=list)
@@ -36,6 +38,7 @@ class CompressionResult:
     distill: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
     schedule: dict = field(default_factory=dict)
+    wall_time_s: dict = field(default_factory=dict)
 
     def artifact(self, name: str) -> Artifact:
         """The artifact called ``name``; ``KeyError`` listing the names otherwise."""
@@ -59,6 +62,7 @@ class CompressionResult:
             "distill": self.distill,
             "errors": self.errors,
             "schedule": self.schedule,
+            "wall_time_s": self.wall_time_s,
         }
 
     @classmethod
@@ -71,6 +75,7 @@ class CompressionResult:
             distill=data.get("distill", {}),
             errors=data.get("errors", {}),
             schedule=data.get("schedule", {}),
+            wall_time_s=data.get("wall_time_s", {}),
         )
 
     @classmethod
@@ -105,6 +110,7 @@ class CompressionResult:
             "distill": self.distill or None,
             "errors": self.errors,
             "schedule": self.schedule or None,
+            "wall_time_s": self.wall_time_s,
             "layer_reports": [
                 {"technique": r.technique, "message": r.message, "summary": r.summary()}
                 for r in self.reports
@@ -154,5 +160,8 @@ class CompressionResult:
                 f"{fmt(r['tflite_sparsity'], '{:.1%}')} | {r['reason'].replace('|', '/')} |"
             )
         parts = ["\n".join(lines) + "\n"]
+        if self.wall_time_s:
+            times = ", ".join(f"{k} {v:.0f} s" for k, v in self.wall_time_s.items())
+            parts.append(f"Wall time: {times}.\n")
         parts += [r.to_markdown() for r in self.reports]
         return "\n".join(parts)

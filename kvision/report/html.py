@@ -24,6 +24,7 @@ from kvision.report.markdown import (
     fmt_transform,
     lookup,
     summarize,
+    wall_time_line,
 )
 from kvision.report.schema import REPORT_SCHEMA_VERSION, validate_report
 
@@ -221,6 +222,7 @@ def _compression(report: Mapping) -> str:
     for r in section.get("layer_reports") or []:
         counts = ", ".join(f"{n} {action}" for action, n in (r.get("summary") or {}).items())
         notes.append(f"{r['technique']}: {counts}. {r.get('message', '')}")
+    notes.append(wall_time_line(section.get("wall_time_s")))
     notes += [f"{t} could not run: {e}" for t, e in (section.get("errors") or {}).items()]
     if section.get("report_md"):
         notes.append(f"Per-layer reports (every layer, what was done, why): {section['report_md']}")

@@ -382,6 +382,13 @@ def distill_line(distill: Mapping | None) -> str | None:
     return text + f", teacher {fmt_ratio(distill.get('teacher_accuracy'))}."
 
 
+def wall_time_line(times: Mapping | None) -> str | None:
+    """``"Time by technique: ptq 41.0 s, qat 1 min 05 s, ..."`` or ``None``."""
+    if not times:
+        return None
+    return "Time by technique: " + ", ".join(f"{k} {fmt_seconds(v)}" for k, v in times.items())
+
+
 def _compression_section(report: Mapping) -> list[str]:
     section = report.get("compression")
     rows = compression_rows(report)
@@ -403,6 +410,9 @@ def _compression_section(report: Mapping) -> list[str]:
     for r in section.get("layer_reports") or []:
         counts = ", ".join(f"{n} {action}" for action, n in (r.get("summary") or {}).items())
         lines.append(f"- {_cell(r['technique'])}: {counts}. {_cell(r.get('message', ''))}")
+    times = wall_time_line(section.get("wall_time_s"))
+    if times:
+        lines.append(f"- {times}")
     for technique, error in (section.get("errors") or {}).items():
         lines.append(f"- {_cell(technique)} could not run: {_cell(error)}")
     path = section.get("report_md")

@@ -229,6 +229,17 @@ def test_litert_xnnpack_on_off_and_batching(exported, samples):
     assert on.input_dtype == np.float32 and on.input_quantization == (0.0, 0)
     with pytest.raises(ValueError, match="x.shape"):
         on.predict(np.zeros((2, 14, 14, 1), np.float32))
+    assert on.interpreter.get_input_details()[0]["index"] == on.input_details[0]["index"]
+
+
+def test_litert_missing_delegate_library_is_named(exported):
+    from kvision.export.litert import DelegateUnavailable
+
+    path = exported[0] / "tflite" / "fashion_float32.tflite"
+    with pytest.raises(DelegateUnavailable, match="libkvision_no_such_delegate.so"):
+        LiteRTModel(path, delegates=["libkvision_no_such_delegate.so"])
+    with pytest.raises(DelegateUnavailable, match="nope.so"):
+        LiteRTModel(path, use_xnnpack=False, delegates=[("nope.so", {"option": "1"})])
 
 
 def test_fixed_batch_model_loops(model, samples, tmp_path):

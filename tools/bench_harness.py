@@ -35,7 +35,7 @@ def bare_invoke(path, threads: int, runs: int, warmup: int) -> dict:
     from kvision.export.litert import LiteRTModel
 
     m = LiteRTModel(path, num_threads=threads)
-    interp = m._interpreter
+    interp = m.interpreter
     inp = m.input_details[0]
     shape = [1, *m.input_shape[1:]]
     if list(inp["shape"]) != shape:

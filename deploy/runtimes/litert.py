@@ -86,8 +86,20 @@ class LiteRTRuntime(BaseRuntime):
         if not self.path.is_file():
             raise FileNotFoundError(f"TFLite model not found: {self.path}")
         if self.delegate is not None:
+            from kvision.export.litert import DelegateUnavailable
+
             library = find_delegate_library(self.delegate)
-            self._model = _delegated_model(LiteRTModel, self.path, library, self)
+            try:
+                self._model = LiteRTModel(
+                    self.path,
+                    num_threads=self.threads,
+                    use_xnnpack=False,
+                    delegates=[(library, self.delegate_options)],
+                )
+            except DelegateUnavailable as exc:
+                raise RuntimeUnavailable(
+                    f"delegate {self.delegate!r} not available here: {exc}"
+                ) from exc
         else:
             self._model = LiteRTModel(self.path, num_threads=self.threads, use_xnnpack=self.xnnpack)
         m = self._model
@@ -120,7 +132,7 @@ class LiteRTRuntime(BaseRuntime):
         # Cached-details path: LiteRTModel.predict re-reads the tensor details (dicts built by
         # the interpreter) several times per call, which costs more than a small model's
         # invoke(); tools/bench_harness.py measures what remains.
-        interp, (in_index, in_dtype, in_q, out_index, out_q) = self._model._interpreter, fast
+        interp, (in_index, in_dtype, in_q, out_index, out_q) = self._model.interpreter, fast
         if x.shape != self._current_shape:
             interp.resize_tensor_input(in_index, list(x.shape))
             interp.allocate_tensors()
@@ -181,32 +193,3 @@ def _dlopen_ok(name: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def _delegated_model(model_cls, path: Path, library: str, runtime: LiteRTRuntime):
-    """A ``LiteRTModel`` whose interpreter runs with an external delegate.
-
-    ``LiteRTModel`` has no delegate argument yet, so the interpreter is built here through
-    kvision's single LiteRT accessor and handed to an uninitialised ``LiteRTModel`` (whose
-    methods only use ``_interpreter`` and ``path``).
-    """
-    from kvision.export.litert import _litert
-
-    lite = _litert()
-    try:
-        handle = lite.load_delegate(library, runtime.delegate_options)
-    except (ValueError, OSError, RuntimeError) as exc:
-        raise RuntimeUnavailable(
-            f"delegate {runtime.delegate!r} not available here: loading {library} failed: {exc}"
-        ) from exc
-    model = model_cls.__new__(model_cls)
-    model.path, model.num_threads = path, runtime.threads
-    model.use_xnnpack, model.reference_kernels = False, False
-    try:
-        model._interpreter = lite.Interpreter(
-            model_path=str(path), num_threads=runtime.threads, experimental_delegates=[handle]
-        )
-        model._interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as exc:
-        raise ValueError(f"Cannot load {path} with delegate {library}: {exc}") from exc
-    return model

@@ -64,7 +64,7 @@ def inspect_tflite(path) -> dict:
     except ValueError as exc:
         info["load_error"] = str(exc)
         return info
-    interp = model._interpreter  # LiteRTModel exposes no tensor/op listing yet
+    interp = model.interpreter
     info["loadable"] = True
     info["op_counts"] = dict(
         sorted(Counter(o["op_name"] for o in interp._get_ops_details()).items())

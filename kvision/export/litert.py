@@ -18,6 +18,18 @@ _TFLITE_IDENTIFIER = b"TFL3"
 _CUSTOM = "CUSTOM"
 
 
+class DelegateUnavailable(RuntimeError):
+    """An external LiteRT delegate library cannot be loaded on this machine."""
+
+
+def _load_delegate(lite, spec):
+    library, options = (spec, None) if isinstance(spec, str | Path) else spec
+    try:
+        return lite.load_delegate(str(library), options)
+    except (ValueError, OSError, RuntimeError) as exc:
+        raise DelegateUnavailable(f"loading delegate {library} failed: {exc}") from exc
+
+
 def _litert():
     try:
         from ai_edge_litert import interpreter
@@ -97,10 +109,15 @@ class LiteRTModel:
             optimized builtin kernels without delegates (``BUILTIN_WITHOUT_DEFAULT_DELEGATES``).
         reference_kernels: use the slow reference kernels (``BUILTIN_REF``, no delegates; for
             debugging numerics). Implies no XNNPACK.
+        delegates: external delegates, each a shared-library path (or name) or a
+            ``(library, options)`` pair, loaded with ``ai_edge_litert``'s ``load_delegate``
+            (default none). Ops they do not take run on the builtin kernels (with XNNPACK when
+            ``use_xnnpack``).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: the file is not a loadable TFLite model (the message names it).
+        DelegateUnavailable: a delegate library cannot be loaded here (the message names it).
 
     Example:
         >>> m = LiteRTModel("out/tflite/classifier_float32.tflite")
@@ -115,6 +132,7 @@ class LiteRTModel:
         num_threads: int | None = None,
         use_xnnpack: bool = True,
         reference_kernels: bool = False,
+        delegates=(),
     ):
         lite = _litert()
         self.path = Path(path)
@@ -136,10 +154,13 @@ class LiteRTModel:
             resolver = lite.OpResolverType.AUTO
         else:
             resolver = lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        handles = [_load_delegate(lite, d) for d in delegates]
+        self.delegates = list(delegates)
         try:
             self._interpreter = lite.Interpreter(
                 model_path=str(self.path),
                 num_threads=num_threads,
+                experimental_delegates=handles or None,
                 experimental_op_resolver_type=resolver,
             )
             self._interpreter.allocate_tensors()
@@ -152,6 +173,11 @@ class LiteRTModel:
             )
 
     # -- inspection -------------------------------------------------------------------------
+    @property
+    def interpreter(self):
+        """The underlying ``ai_edge_litert`` interpreter (tensor listings, low-level timing)."""
+        return self._interpreter
+
     @property
     def input_details(self) -> list[dict]:
         return self._interpreter.get_input_details()

@@ -232,6 +232,9 @@ def test_litert_xnnpack_on_off_and_batching(exported, samples):
     assert on.interpreter.get_input_details()[0]["index"] == on.input_details[0]["index"]
 
 
+# ai_edge_litert's Delegate.__del__ reads an attribute its failed __init__ never set (an
+# upstream bug); the AttributeError it prints on garbage collection is noise, not a failure
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_litert_missing_delegate_library_is_named(exported):
     from kvision.export.litert import DelegateUnavailable
 

@@ -13,7 +13,17 @@ from __future__ import annotations
 
 import tf_keras as keras  # noqa: F401  (re-exported)
 
-__all__ = ["keras", "is_tf_keras_model", "require_tf_keras_model", "load_model"]
+__all__ = ["keras", "is_tf_keras_model", "require_tf_keras_model", "load_model", "fit_verbosity"]
+
+
+def fit_verbosity(verbose):
+    """Keras ``fit`` verbosity: ``"auto"`` is a progress bar on a terminal and one line per epoch
+    in logs; any other value is returned as it is."""
+    if verbose == "auto":
+        import sys
+
+        return 1 if sys.stdout.isatty() else 2
+    return verbose
 
 
 def is_tf_keras_model(obj) -> bool:

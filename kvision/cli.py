@@ -302,9 +302,7 @@ def _compress(cfg, args) -> int:
     splits = workflow.load_data(cfg)
     train_ds, val_ds, test = workflow.compression_data(cfg, splits, model.kvision_contract)
     out = Path(args.out) if args.out else cfg.run_dir / "compress"
-    # a progress bar on a terminal, a line per epoch in logs
-    verbose = 1 if sys.stdout.isatty() else 2
-    result = compress(model, train_ds, val_ds, cfg.compress, out, test=test, verbose=verbose)
+    result = compress(model, train_ds, val_ds, cfg.compress, out, test=test, verbose="auto")
     print(result.to_markdown())
     return _exit_status(result.artifacts, args.strict)
 

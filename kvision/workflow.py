@@ -340,10 +340,6 @@ def compress(run: TrainedRun, cfg: PipelineConfig, verbose="auto"):
     result = CompressionResult.load_finished(out, cfg.compress, run.fit.checkpoint)
     if result is None:
         train_ds, val_ds, test = compression_data(cfg, run.splits, run.contract)
-        if verbose == "auto":
-            import sys
-
-            verbose = 1 if sys.stdout.isatty() else 2
         result = compress_model(
             run.model, train_ds, val_ds, cfg.compress, out, test=test, verbose=verbose
         )

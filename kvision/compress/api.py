@@ -46,7 +46,8 @@ def compress(
         test: ``(x, y)`` float32 model inputs and integer labels, or a batched dataset; the
             accuracy of every artifact and of the float model is measured on it (default:
             ``val_ds``).
-        verbose: Keras verbosity of the fine-tuning runs (default 0).
+        verbose: Keras verbosity of the fine-tuning runs; ``"auto"`` is a progress bar on a
+            terminal and one line per epoch in logs (default 0: quiet).
 
     Returns:
         A :class:`CompressionResult`.
@@ -56,12 +57,14 @@ def compress(
         >>> result = compress(model, train_ds, val_ds, cfg, "runs/x/compress", test=(x_te, y_te))
         >>> print(result.to_markdown())
     """
+    from kvision._keras import fit_verbosity
     from kvision.compress import _tfmot
     from kvision.compress._models import contract_of
     from kvision.compress.artifacts import apply_accuracy_floor, build_artifact, evaluate_accuracy
     from kvision.compress.ptq import representative_images
     from kvision.io import atomic_write_json, atomic_write_text
 
+    verbose = fit_verbosity(verbose)
     cfg = cfg or CompressConfig()
     if not isinstance(cfg, CompressConfig):
         raise TypeError(f"`cfg` should be a CompressConfig. Received: cfg={type(cfg).__name__}")

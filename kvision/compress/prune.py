@@ -199,10 +199,13 @@ def prune_model(model, cfg: PruneConfig, total_steps: int):
     decisions = {layer.name: _decide(layer, cfg, structure, policy) for layer in layers}
     targets = {}  # layer -> its own final sparsity (LAMP allocation)
     if cfg.allocation == "lamp" and not structure:
+        pruned_kernels = {
+            layer.name: _kernels(layer) for layer in layers if decisions[layer.name][0] == "pruned"
+        }
         kernels = {
-            layer.name: np.concatenate([k.ravel() for k in _kernels(layer)])
-            for layer in layers
-            if decisions[layer.name][0] == "pruned" and _kernels(layer)
+            name: np.concatenate([k.ravel() for k in ks])
+            for name, ks in pruned_kernels.items()
+            if ks
         }
         if kernels:
             targets = lamp_sparsities(kernels, cfg.target_sparsity)

@@ -17,6 +17,7 @@ from kvision.report.markdown import (
     COMPRESSION_COLUMNS,
     DASH,
     artifact_row,
+    compression_notes,
     compression_rows,
     distill_line,
     fmt_ratio,
@@ -24,7 +25,6 @@ from kvision.report.markdown import (
     fmt_transform,
     lookup,
     summarize,
-    wall_time_line,
 )
 from kvision.report.schema import REPORT_SCHEMA_VERSION, validate_report
 
@@ -218,12 +218,7 @@ def _compression(report: Mapping) -> str:
     )
     floor = lookup(report, "config", "compress", "accuracy_floor")
     fig = accuracy_size_figure(report["artifacts"], section.get("float_accuracy"), floor)
-    notes = [distill_line(section.get("distill"))]
-    for r in section.get("layer_reports") or []:
-        counts = ", ".join(f"{n} {action}" for action, n in (r.get("summary") or {}).items())
-        notes.append(f"{r['technique']}: {counts}. {r.get('message', '')}")
-    notes.append(wall_time_line(section.get("wall_time_s")))
-    notes += [f"{t} could not run: {e}" for t, e in (section.get("errors") or {}).items()]
+    notes = [distill_line(section.get("distill")), *compression_notes(section)]
     if section.get("report_md"):
         notes.append(f"Per-layer reports (every layer, what was done, why): {section['report_md']}")
     items = "".join(f"<li>{_e(n)}</li>" for n in notes if n)

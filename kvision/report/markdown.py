@@ -382,6 +382,20 @@ def distill_line(distill: Mapping | None) -> str | None:
     return text + f", teacher {fmt_ratio(distill.get('teacher_accuracy'))}."
 
 
+def compression_notes(section: Mapping) -> list[str]:
+    """One line per technique's layer report (counts by action, then its message), the time by
+    technique, and each technique that could not run."""
+    notes = []
+    for r in section.get("layer_reports") or []:
+        counts = ", ".join(f"{n} {action}" for action, n in (r.get("summary") or {}).items())
+        notes.append(f"{r['technique']}: {counts}. {r.get('message', '')}")
+    times = wall_time_line(section.get("wall_time_s"))
+    if times:
+        notes.append(times)
+    notes += [f"{t} could not run: {e}" for t, e in (section.get("errors") or {}).items()]
+    return notes
+
+
 def wall_time_line(times: Mapping | None) -> str | None:
     """``"Time by technique: ptq 41.0 s, qat 1 min 05 s, ..."`` or ``None``."""
     if not times:
@@ -407,14 +421,7 @@ def _compression_section(report: Mapping) -> list[str]:
     distill = distill_line(section.get("distill"))
     if distill:
         lines += [distill, ""]
-    for r in section.get("layer_reports") or []:
-        counts = ", ".join(f"{n} {action}" for action, n in (r.get("summary") or {}).items())
-        lines.append(f"- {_cell(r['technique'])}: {counts}. {_cell(r.get('message', ''))}")
-    times = wall_time_line(section.get("wall_time_s"))
-    if times:
-        lines.append(f"- {times}")
-    for technique, error in (section.get("errors") or {}).items():
-        lines.append(f"- {_cell(technique)} could not run: {_cell(error)}")
+    lines += [f"- {_cell(note)}" for note in compression_notes(section)]
     path = section.get("report_md")
     if path:
         lines.append(f"- Per-layer reports: [{path}]({_link(path)})")

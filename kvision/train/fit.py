@@ -14,14 +14,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from kvision._keras import keras, require_tf_keras_model
+from kvision._keras import fit_verbosity, keras, require_tf_keras_model
 from kvision.config import TrainConfig
 from kvision.io import atomic_write_json
 
@@ -198,8 +197,7 @@ def fit(
             )
         )
     cbs.extend(callbacks)
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2
+    verbose = fit_verbosity(verbose)
 
     keras_history = trainer.fit(
         train_ds.repeat() if cfg.steps_per_epoch or steps_per_epoch else train_ds,

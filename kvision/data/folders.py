@@ -10,8 +10,9 @@ parallel, deterministic ``tf.data`` pipeline::
     ds = file_dataset(scan.files, scan.labels, scan.channels, scan.image_size)
     write_bad_files(scan.bad_files, "runs/demo/bad_files.csv")
 
-Pixels are decoded the way TensorFlow decodes them (no EXIF rotation; alpha is dropped;
-16-bit samples keep their high byte), so training and serving see the same numbers.
+Pixels are decoded by :mod:`kvision.preprocess`, the one decode -> mode conversion -> resize
+path that predict, benchmark and serve use too (EXIF orientation applied; alpha dropped; 16-bit
+samples keep their high byte), so training and serving see the same numbers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import csv
 import io
 import logging
 import os
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -28,10 +28,18 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageFile, UnidentifiedImageError
 
 from kvision.data.idx import DatasetError
 from kvision.io import atomic_write_text
+from kvision.preprocess import (  # noqa: F401  (ImageError re-exported: the folder API raises it)
+    ImageError,
+    check_channels,
+    check_size,
+    decode_image,
+    is_gray,
+    load_pixels,
+    read_bytes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,27 +48,6 @@ ON_ERROR_VALUES = ("skip", "raise")
 BAD_FILES_CSV = "bad_files.csv"
 
 _JUNK_NAMES = {"Thumbs.db", "desktop.ini", "__MACOSX"}  # ignored silently, like hidden files
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"))
-_TEXT_BYTES = bytes({7, 8, 9, 10, 12, 13, 27} | set(range(0x20, 0x100)) - {0x7F})
-_INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # 16/32-bit integer samples
-_GRAY_MODES = {"1", "L", "LA", "La"} | _INT_MODES
-
-
-class ImageError(ValueError):
-    """One image file cannot be used. ``path`` and ``reason`` say which and why.
-
-    Args:
-        path: the file.
-        reason: short and specific, e.g. ``"truncated PNG file"``.
-        hint: optional sentence appended to the message (what to do about it).
-    """
-
-    def __init__(self, path: str, reason: str, hint: str = ""):
-        self.path, self.reason, self.hint = str(path), reason, hint
-        super().__init__(f"Bad image file {path}: {reason}." + (f" {hint}" if hint else ""))
-
-    def __reduce__(self):
-        return type(self), (self.path, self.reason, self.hint)
 
 
 @dataclass(frozen=True)
@@ -86,7 +73,8 @@ class FolderScan:
         class_names: class folder names (sorted), or the ``class_names`` that were given.
         bad_files: files and class folders left out, with reasons.
         channels: 1 if every good image is grayscale, else 3.
-        image_size: ``(height, width)`` most common among the good files.
+        image_size: ``(height, width)`` most common among the good files (upright, after
+            their EXIF orientation).
     """
 
     files: list[str]
@@ -168,8 +156,8 @@ def scan_image_folder(
                     raise ImageError(
                         path, f"unsupported extension {_extension(path.name) or '(none)'}"
                     )
-                image = _open_checked(path, _read(path))
-                good.append((str(path), _is_gray(image), (image.height, image.width)))
+                image = decode_image(read_bytes(path), path)
+                good.append((str(path), is_gray(image), (image.height, image.width)))
             except ImageError as exc:
                 if on_error == "raise":
                     raise ImageError(
@@ -213,13 +201,14 @@ def scan_image_folder(
 def load_image(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
     """Decode one image file into a ``uint8`` array of shape ``(height, width, channels)``.
 
-    Palette, alpha, CMYK, 1-bit and 16-bit images are converted (alpha is dropped, 16-bit
-    samples keep their high byte, RGB to gray uses ITU-R 601 luma, as in ``tf.image``).
+    The same as :func:`kvision.preprocess.load_pixels` (its module docstring states the rules:
+    EXIF orientation applied; palette, CMYK and 1-bit converted; alpha dropped; 16-bit samples
+    keep their high byte; RGB to gray uses ITU-R 601 luma; Pillow bilinear resize).
 
     Args:
         path: the image file.
         channels: 1 (grayscale) or 3 (RGB).
-        size: ``(height, width)`` to resize to (PIL bilinear); ``None`` (default) keeps the size.
+        size: ``(height, width)`` to resize to; ``None`` (default) keeps the size.
 
     Raises:
         ImageError: the file is missing, corrupt, truncated, not an image or in an unsupported
@@ -229,15 +218,7 @@ def load_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
         >>> load_image("data/train/cat/1.png", channels=3, size=(32, 32)).shape
         (32, 32, 3)
     """
-    _check_channels(channels)
-    if size is not None:
-        size = _check_size(size)
-    path = Path(path)
-    image = _to_mode(_open_checked(path, _read(path)), path, "L" if channels == 1 else "RGB")
-    if size is not None and (image.height, image.width) != size:
-        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.uint8)
-    return array[:, :, None] if array.ndim == 2 else array
+    return load_pixels(path, channels, size)
 
 
 def file_dataset(
@@ -265,8 +246,8 @@ def file_dataset(
         >>> ds = file_dataset(scan.files, scan.labels, 1, (28, 28)).batch(32)
     """
     _check_on_error(on_error)
-    _check_channels(channels)
-    height, width = _check_size(size)
+    check_channels(channels)
+    height, width = check_size(size)
     labels = np.asarray(labels)
     if labels.shape != (len(files),) or (labels.size and labels.dtype.kind not in "iu"):
         raise ValueError(
@@ -317,76 +298,6 @@ def _decode_for_tf(path: bytes, channels: int, size: tuple[int, int], on_error: 
         return np.zeros((*size, channels), dtype=np.uint8), np.bool_(False)
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(path, "file not found") from None
-    except OSError as exc:
-        raise ImageError(path, f"unreadable file ({type(exc).__name__}: {exc.strerror})") from None
-
-
-def _open_checked(path: Path, data: bytes) -> Image.Image:
-    """Verify and fully decode ``data``; return the loaded image or raise ``ImageError``."""
-    if not data:
-        raise ImageError(path, "zero-byte file")
-    kind = next((name for magic, name in _MAGIC if data.startswith(magic)), None)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. palette transparency notes
-            image = Image.open(io.BytesIO(data))
-            if (
-                type(image).verify is not ImageFile.ImageFile.verify
-            ):  # PNG: checksums, trailing chunks
-                image.verify()
-                image = Image.open(io.BytesIO(data))
-            image.load()  # full decode: catches data cut short
-    except UnidentifiedImageError:
-        if kind:
-            raise ImageError(path, f"corrupt {kind} file (header cannot be read)") from None
-        if not data[:1024].translate(None, _TEXT_BYTES):
-            raise ImageError(path, f"not an image (text file named {path.suffix})") from None
-        raise ImageError(path, "not an image (cannot identify)") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(path, f"image too large ({exc})") from None
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ...
-        kind = kind or "image"
-        message = str(exc)
-        if isinstance(exc, EOFError) or "truncated" in message.lower():
-            raise ImageError(path, f"truncated {kind} file") from None
-        raise ImageError(path, f"corrupt {kind} file ({message or type(exc).__name__})") from None
-    _to_mode(image, path, "L" if _is_gray(image) else "RGB")  # unsupported modes fail here
-    return image
-
-
-def _to_mode(image: Image.Image, path: Path, mode: str) -> Image.Image:
-    """Convert to ``"L"`` or ``"RGB"`` or raise ``ImageError`` for an unsupported mode."""
-    if image.mode == mode:
-        return image
-    if image.mode in _INT_MODES:  # 16-bit: keep the high byte, like libpng and tf.image
-        high = (np.clip(np.asarray(image), 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)
-        return Image.fromarray(high).convert(mode)
-    if image.mode != "F":  # float images have no agreed range: refuse rather than guess
-        for route in ((mode,), ("RGB", mode)):
-            try:
-                converted = image
-                for step in route:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        converted = converted.convert(step)
-                return converted
-            except ValueError:
-                continue
-    raise ImageError(path, f"unsupported image mode {image.mode!r}")
-
-
-def _is_gray(image: Image.Image) -> bool:
-    if image.mode in ("P", "PA"):
-        palette = np.array(image.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)
-        return bool(palette.size) and bool((palette == palette[:, :1]).all())
-    return image.mode in _GRAY_MODES or image.mode == "F"
-
-
 def _walk_files(folder: Path):
     """Non-hidden files under ``folder``, sorted by their path relative to it."""
     found = []
@@ -425,22 +336,6 @@ def _check_on_error(on_error) -> None:
             f"`on_error` should be one of {', '.join(ON_ERROR_VALUES)}. "
             f"Received: on_error={on_error!r}"
         )
-
-
-def _check_channels(channels) -> None:
-    if isinstance(channels, bool) or channels not in (1, 3):
-        raise ValueError(f"`channels` should be 1 or 3. Received: channels={channels!r}")
-
-
-def _check_size(size) -> tuple[int, int]:
-    ok = isinstance(size, tuple | list) and len(size) == 2
-    if not ok or not all(
-        isinstance(s, int | np.integer) and not isinstance(s, bool) and s > 0 for s in size
-    ):
-        raise ValueError(
-            f"`size` should be a (height, width) pair of positive integers. Received: size={size!r}"
-        )
-    return int(size[0]), int(size[1])
 
 
 def _check_extensions(extensions) -> tuple[str, ...]:

@@ -1,9 +1,14 @@
 """The ``tf.data`` input pipeline, driven by the model's input contract.
 
-decode (parallel, files only) -> resize / channel conversion -> cache -> shuffle -> batch ->
+decode (parallel, files only) -> mode conversion / resize -> cache -> shuffle -> batch ->
 augment (training only, in ``tf.data`` on the CPU) -> normalize to the contract -> prefetch::
 
     ds = build_dataset(splits.train, contract, batch_size=128, training=True, augmenter=aug)
+
+Decoding, channel conversion and resizing are :mod:`kvision.preprocess` (the one path predict,
+benchmark and serve use too); arrays whose size or channels differ from the contract go through
+its :func:`~kvision.preprocess.fit_pixels` in the pipeline. Normalizing is
+``InputContract.normalize``, so an evaluation batch equals ``model_inputs`` bit for bit.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import tensorflow as tf
 
 from kvision.data.datasets import Split
 from kvision.models.contract import InputContract
+from kvision.preprocess import fit_pixels
+from kvision.preprocess import model_inputs as _model_inputs
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -36,7 +43,9 @@ def build_dataset(
         batch_size: batch size (default 128).
         training: shuffle, drop the last partial batch and apply ``augmenter``.
         augmenter: callable ``(images, labels) -> (images, labels)`` on float32 batches in [0, 1]
-            (see ``kvision.augment.build_augmenter``); only used when ``training``.
+            (see ``kvision.augment.build_augmenter``); only used when ``training``. Augmented
+            batches are mapped to the contract's scale afterwards (``x * 255 * scale + offset``;
+            rounded to whole pixels for a raw integer ``input_domain``).
         seed: shuffle seed.
         cache: cache decoded images in memory (file datasets).
         on_error: ``skip`` or ``raise`` for files that fail to decode.
@@ -44,6 +53,7 @@ def build_dataset(
 
     Returns:
         Batches of float32 images ``(B, H, W, C)`` normalized per the contract and int64 labels.
+        Without augmentation they equal :func:`model_inputs` of the same pixels exactly.
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` should be >= 1. Received: batch_size={batch_size}")
@@ -52,10 +62,12 @@ def build_dataset(
     size = (contract.height, contract.width)
     if split.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+        fits = tuple(split.images.shape[1:]) == contract.shape
     else:
         from kvision.data.folders import file_dataset
 
         ds = file_dataset(split.files, split.labels, contract.channels, size, on_error=on_error)
+        fits = True  # decoded at the contract's size and channels
         if cache:
             ds = ds.cache()
     if training:
@@ -63,35 +75,50 @@ def build_dataset(
     if drop_remainder is None:  # a training split smaller than one batch still yields one
         drop_remainder = training and len(split) >= batch_size
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda x, y: (to_unit(x, contract), y), num_parallel_calls=AUTOTUNE)
+    if not fits:
+        ds = ds.map(lambda x, y: (fit_batch(x, contract), y), num_parallel_calls=AUTOTUNE)
     if training and augmenter is not None:
+        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y), num_parallel_calls=AUTOTUNE)
         ds = ds.map(augmenter, num_parallel_calls=AUTOTUNE)
-    if not _is_identity(contract):
-        ds = ds.map(
-            lambda x, y: (x * (255.0 * contract.scale) + contract.offset, y),
-            num_parallel_calls=AUTOTUNE,
-        )
+        ds = ds.map(lambda x, y: (_from_unit(x, contract), y), num_parallel_calls=AUTOTUNE)
+    else:
+        ds = ds.map(lambda x, y: (contract.normalize(x), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
+
+
+def fit_batch(images, contract: InputContract):
+    """A uint8 batch tensor ``(B, h, w, c)`` -> uint8 ``(B, H, W, C)`` at the contract's size and
+    channels, with :func:`kvision.preprocess.fit_pixels` (Pillow, inside the graph)."""
+    size, channels = (contract.height, contract.width), contract.channels
+    if tuple(images.shape[1:]) == contract.shape:
+        return images
+    fitted = tf.numpy_function(
+        lambda x: fit_pixels(x, channels, size), [images], tf.uint8, stateful=False
+    )
+    return tf.ensure_shape(fitted, (None, *contract.shape))
 
 
 def to_unit(images, contract: InputContract):
     """uint8 batch -> float32 in [0, 1] at the contract's size and channel count."""
-    x = tf.cast(images, tf.float32) / 255.0
-    channels = x.shape[-1]
-    if channels != contract.channels:
-        x = tf.image.grayscale_to_rgb(x) if contract.channels == 3 else tf.image.rgb_to_grayscale(x)
-    if tuple(x.shape[-3:-1]) != (contract.height, contract.width):
-        x = tf.image.resize(x, (contract.height, contract.width), antialias=True)
-        x = tf.clip_by_value(x, 0.0, 1.0)
-    return x
+    return tf.cast(fit_batch(tf.convert_to_tensor(images), contract), tf.float32) / 255.0
 
 
 def model_inputs(images: np.ndarray, contract: InputContract) -> np.ndarray:
-    """uint8 images ``(N, H, W, C)`` -> float32 model inputs (eager, same maths as the pipeline)."""
-    x = to_unit(tf.convert_to_tensor(images), contract)
-    if not _is_identity(contract):
-        x = x * (255.0 * contract.scale) + contract.offset
-    return x.numpy()
+    """uint8 images ``(N, H, W, C)`` -> float32 model inputs (eager, the pipeline's maths).
+
+    The same as :func:`kvision.preprocess.model_inputs`: channel conversion and resize with
+    Pillow, then ``contract.normalize``.
+    """
+    return _model_inputs(images, contract)
+
+
+def _from_unit(x, contract: InputContract):
+    """Augmented [0, 1] images -> the contract's scale; whole pixel values for a raw domain."""
+    if contract.raw_input:
+        return tf.round(x * 255.0) * contract.scale + contract.offset
+    if _is_identity(contract):
+        return x
+    return x * (255.0 * contract.scale) + contract.offset
 
 
 def _is_identity(contract: InputContract) -> bool:

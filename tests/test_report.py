@@ -139,16 +139,38 @@ def _embedded_pngs(page: str) -> list[bytes]:
 
 
 # ------------------------------------------------------------------------------- validation
+MINIMAL = {
+    "schema_version": 1,
+    "artifacts": [],
+    "run": {"name": "r", "created": "2025-01-01T00:00:00", "kvision_version": "0.1"},
+}
+# every field of MINIMAL is required: without it the report is rejected, naming it
+REQUIRED = ["schema_version", "artifacts", "run", "run.name", "run.created", "run.kvision_version"]
+
+
 def test_a_full_report_and_a_minimal_report_are_valid():
-    validate_report(_report())
-    minimal = {
-        "schema_version": 1,
-        "artifacts": [],
-        "data": None,
-        "training": None,
-        "run": {"name": "r", "created": "2025-01-01T00:00:00", "kvision_version": "0.1"},
-    }
-    validate_report(minimal)
+    report = _report()
+    snapshot = copy.deepcopy(report)
+    assert validate_report(report) is None
+    assert report == snapshot  # validation never rewrites the report
+    assert validate_report({**MINIMAL, "data": None, "training": None}) is None
+
+
+@pytest.mark.parametrize("field", REQUIRED)
+def test_the_minimal_report_has_only_required_fields(field):
+    report = copy.deepcopy(MINIMAL)
+    _set(report, field, ...)
+    with pytest.raises(ReportSchemaError) as info:
+        validate_report(report)
+    assert info.value.field == field and "is missing" in str(info.value)
+
+
+@pytest.mark.parametrize("section", ["data", "augmentation", "training", "evaluation"])
+def test_optional_sections_may_be_null_but_are_checked_when_present(section):
+    validate_report({**MINIMAL, section: None})
+    with pytest.raises(ReportSchemaError) as info:
+        validate_report({**MINIMAL, section: {}})  # present: its required fields are checked
+    assert info.value.field.startswith(f"{section}.") and "is missing" in str(info.value)
 
 
 def test_numpy_scalars_paths_and_extension_keys_are_accepted():
@@ -158,7 +180,20 @@ def test_numpy_scalars_paths_and_extension_keys_are_accepted():
     report["training"]["checkpoint"] = Path("checkpoints/best.keras")
     report["x_compress"] = {"anything": [1, 2]}
     report["artifacts"][0]["x_note"] = "free"
-    validate_report(report)
+    assert validate_report(report) is None
+    # accepted because they are valid, not because NumPy scalars, paths or x_ keys go unchecked
+    for where, value, message in [
+        ("artifacts[1].size_bytes", np.int64(-1), ">= 0"),
+        ("artifacts[1].size_bytes", np.float64(4096.0), "should be an integer"),
+        ("artifacts[1].metrics.accuracy", np.float32(1.5), "between 0 and 1"),
+        ("training.checkpoint", Path("/abs/best.keras"), "not absolute"),
+        ("artifacts[0].note", "free", "is not a known field"),
+    ]:
+        bad = copy.deepcopy(report)
+        _set(bad, where, value)
+        with pytest.raises(ReportSchemaError, match=message) as info:
+            validate_report(bad)
+        assert info.value.field == where
 
 
 def _set(report, path, value):

@@ -528,33 +528,28 @@ def _cpu_count() -> int:
 
 
 def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
-    """Top-k labels for image files with a Keras model file, a SavedModel or a ``.tflite``."""
-    from kvision.data import model_inputs
-    from kvision.data.folders import load_image
+    """Top-k labels for image files with a Keras model file, a SavedModel or a ``.tflite``.
+
+    Files go through :mod:`kvision.preprocess` (as in training, benchmark and serve) for the
+    model's contract: the saved one, checked against its input tensor, else derived from it
+    (raw pixels 0..255 for an integer input without quantization; ``kvision.models.contract``).
+
+    Raises:
+        FileNotFoundError: no model. ValueError: ``top_k`` out of range, or a saved contract
+            contradicting the input tensor. ``kvision.preprocess.ImageError``: a bad image.
+    """
+    from kvision.export.saved_model import open_model
+    from kvision.preprocess import file_inputs
 
     model_path = Path(model_path)
-    contract = _contract_for(model_path)
+    runner = open_model(model_path)
+    contract = _contract_for(model_path, runner.input_tensor, runner.num_outputs)
     if top_k < 1 or top_k > contract.num_classes:
         raise ValueError(
             f"`top_k` should be between 1 and {contract.num_classes}. Received: top_k={top_k}"
         )
-    images = np.stack(
-        [load_image(f, contract.channels, (contract.height, contract.width)) for f in files]
-    )
-    x = model_inputs(images, contract)
-    if model_path.suffix == ".tflite":
-        from kvision.export.litert import LiteRTModel
-
-        probs = LiteRTModel(model_path).predict(x)
-    elif model_path.is_dir():
-        import tensorflow as tf
-
-        sig = tf.saved_model.load(str(model_path)).signatures["serving_default"]
-        probs = next(iter(sig(images=tf.constant(x)).values())).numpy()
-    else:
-        from kvision._keras import load_model
-
-        probs = load_model(model_path).predict(x, verbose=0)
+    files = list(files)
+    probs = runner.predict(file_inputs(files, contract)) if files else []
     out = []
     for f, p in zip(files, probs, strict=True):
         order = np.argsort(p)[::-1][:top_k]
@@ -570,20 +565,26 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
     return out
 
 
-def _contract_for(model_path: Path):
-    """The input contract saved with an artifact, else the one a Keras model file implies."""
+def _contract_for(model_path: Path, tensor=None, num_outputs=None):
+    """The contract saved with a model, checked against its input ``tensor`` (shape, dtype,
+    quantization scale, zero point), else derived from it; labels ``"0"``.. for ``num_outputs``."""
     from kvision.models import InputContract
 
     if not model_path.exists():
         raise FileNotFoundError(f"Model not found: {model_path}")
     try:
-        return InputContract.find(model_path)
+        contract = InputContract.find(model_path)
     except FileNotFoundError:
-        if model_path.suffix not in (".keras", ".h5"):
+        if tensor is None:
             raise
-    from kvision._keras import load_model
-
-    return InputContract.from_model(load_model(model_path))
+        shape, dtype, scale, zero_point = tensor
+        contract = InputContract.for_tensor(shape, dtype, scale, zero_point, where=str(model_path))
+    else:
+        if tensor is not None:
+            contract.check_tensor(tensor[1], bool(tensor[2]), where=str(model_path))
+    if not contract.labels and isinstance(num_outputs, int | np.integer):
+        contract.labels = [str(i) for i in range(int(num_outputs))]
+    return contract
 
 
 def load_report(run_dir) -> dict:

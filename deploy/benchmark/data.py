@@ -1,8 +1,9 @@
 """The labelled images a benchmark scores every artifact on, prepared per input contract.
 
 Images are kept raw (uint8 arrays or image files) and turned into model inputs for each
-artifact's own contract (size, channels, scale/offset), so artifacts with different input sizes
-can be scored on the same images. Results are cached per contract.
+artifact's own contract (size, channels, scale/offset, input domain) by ``kvision.preprocess``,
+the decode -> resize -> normalize path training, predict and serve use, so artifacts with
+different input sizes can be scored on the same images. Results are cached per contract.
 
 Example:
     >>> data = EvalData.from_dataset("fashion_mnist", limit=1000)
@@ -27,7 +28,7 @@ class EvalData:
     Args:
         labels: int class ids ``[N]``.
         images: uint8 images ``[N, H, W, C]`` (or ``None`` when ``files`` is given).
-        files: image files, decoded per contract with ``kvision.data.folders.load_image``.
+        files: image files, decoded per contract with ``kvision.preprocess.file_inputs``.
         class_names: label names (optional, for reports).
         source: a short description for the report (e.g. ``"fashion_mnist test[:1000]"``).
     """
@@ -66,22 +67,25 @@ class EvalData:
         return {"source": self.source, "n": len(self), "labels": list(self.class_names)}
 
     def inputs(self, contract) -> np.ndarray:
-        """Float32 model inputs for ``contract`` (``InputContract``), cached."""
-        key = (contract.height, contract.width, contract.channels, contract.scale, contract.offset)
+        """Float32 model inputs for ``contract`` (``InputContract``), cached per contract."""
+        key = (
+            contract.height,
+            contract.width,
+            contract.channels,
+            contract.scale,
+            contract.offset,
+            contract.input_domain,
+        )
         if key not in self._cache:
             self._cache[key] = self._prepare(contract)
         return self._cache[key]
 
     def _prepare(self, contract) -> np.ndarray:
+        from kvision.preprocess import file_inputs, model_inputs
+
         if self.images is not None:
-            from kvision.data.pipeline import model_inputs
-
             return np.asarray(model_inputs(self.images, contract), dtype=np.float32)
-        from kvision.data.folders import load_image
-
-        size = (contract.height, contract.width)
-        pixels = np.stack([load_image(f, contract.channels, size) for f in self.files])
-        return contract.normalize(pixels)
+        return file_inputs(self.files, contract)
 
     @classmethod
     def from_dataset(cls, dataset: str, path=None, limit: int | None = None) -> EvalData:

@@ -239,14 +239,23 @@ def _versions(p: Path) -> list[int]:
 def artifact_contract(path, spec: TensorInfo | None = None):
     """``(InputContract, source)`` for an artifact; ``source`` is ``"file"`` or ``"derived"``.
 
-    The contract kvision saved beside the artifact wins. Without one (a foreign model) it is
-    derived from the input spec: size and channels from the shape; for a quantized uint8/int8
-    input, pixel ``p`` maps to ``(p - zero_point) * scale`` (the artifact's own calibration);
-    otherwise pixels are scaled to ``[0, 1]``. Labels are then ``"0"``, ``"1"``, ...
+    The contract kvision saved beside the artifact wins, after a check against the input spec
+    (``InputContract.check_tensor``: a contract that scales pixels to [0, 1] for an integer
+    input without quantization parameters is refused). Without one (a foreign model) it is
+    derived from the input spec by ``InputContract.for_tensor``, the one rule: size and
+    channels from the shape; a float input takes pixels scaled to [0, 1]; a quantized
+    uint8/int8 input maps pixel ``p`` to ``(p - zero_point) * scale`` (the artifact's own
+    calibration); an integer input without quantization takes raw pixels (``input_domain``
+    ``"uint8"``, scale 1). Labels are then empty (the caller names outputs ``"0"``, ``"1"`` ...).
 
     Args:
         path: the artifact.
-        spec: its input spec (needed when no contract file exists).
+        spec: its input spec (needed when no contract file exists; checked against one).
+
+    Raises:
+        FileNotFoundError: no contract file and no ``spec``.
+        ValueError: the contract file contradicts ``spec``, or ``spec`` is not an image input
+            (both messages name the artifact).
     """
     from kvision.export.artifact import load_contract
     from kvision.models.contract import InputContract
@@ -255,20 +264,16 @@ def artifact_contract(path, spec: TensorInfo | None = None):
     try:
         if p.is_dir() and not (p / "saved_model.pb").is_file():
             p = saved_model_version_dir(p)
-        return load_contract(p), "file"
+        contract = load_contract(p)
     except FileNotFoundError:
-        pass
+        contract = None
+    if contract is not None:
+        if spec is not None:
+            contract.check_tensor(spec.dtype, spec.quantized, where=str(p))
+        return contract, "file"
     if spec is None:
         raise FileNotFoundError(f"No input contract beside {p} and no input spec given.")
-    shape = tuple(spec.shape)
-    if len(shape) != 4 or None in shape[1:] or shape[3] not in (1, 3):
-        raise ValueError(
-            f"{p} has input shape {list(shape)}; an image model needs [N, H, W, 1 or 3] with "
-            "fixed H, W and C (or a contract.json beside it)."
-        )
-    scale, offset = 1.0 / 255.0, 0.0
-    if spec.quantized and spec.dtype == "uint8":
-        scale, offset = spec.scale, -spec.zero_point * spec.scale
-    elif spec.quantized and spec.dtype == "int8":
-        scale, offset = spec.scale, -(spec.zero_point + 128) * spec.scale
-    return InputContract(int(shape[1]), int(shape[2]), int(shape[3]), scale, offset), "derived"
+    derived = InputContract.for_tensor(
+        spec.shape, spec.dtype, spec.scale, spec.zero_point, where=str(p)
+    )
+    return derived, "derived"

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.runtimes.base import BaseRuntime, RuntimeUnavailable, TensorInfo
+from kvision.models.contract import to_input_tensor
 
 # delegate name -> shared library names tried with ctypes.util.find_library / dlopen
 KNOWN_DELEGATES: dict[str, tuple[str, ...]] = {
@@ -140,6 +141,8 @@ class LiteRTRuntime(BaseRuntime):
         if in_q is not None:
             scale, zero_point, lo, hi = in_q
             x = np.clip(np.round(x / scale) + zero_point, lo, hi)
+        elif in_dtype.kind in "iu":  # raw integer input: whole pixel values, never rounded
+            x = to_input_tensor(x, in_dtype, where=self.path.name)
         interp.set_tensor(in_index, x.astype(in_dtype, copy=False))
         interp.invoke()
         y = interp.get_tensor(out_index)

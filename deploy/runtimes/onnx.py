@@ -118,7 +118,9 @@ class OnnxRuntime(BaseRuntime):
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         in_name, out_name = self._names
-        x = x.astype(np.dtype(self.input_spec.dtype), copy=False)
+        from kvision.models.contract import to_input_tensor
+
+        x = to_input_tensor(x, np.dtype(self.input_spec.dtype), where=str(self.path))
         return self._session.run([out_name], {in_name: x})[0]
 
     def _close(self) -> None:

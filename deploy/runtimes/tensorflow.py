@@ -101,7 +101,7 @@ class SavedModelRuntime(BaseRuntime):
         out = []
         with tf.device(self._device_name()):
             for i in range(0, len(x), _CHUNK):
-                chunk = _cast(x[i : i + _CHUNK], dtype.as_numpy_dtype)
+                chunk = _cast(x[i : i + _CHUNK], dtype.as_numpy_dtype, str(self.path))
                 out.append(self._fn(**{in_name: tf.constant(chunk)})[out_name].numpy())
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
@@ -151,7 +151,7 @@ class KerasRuntime(BaseRuntime):
 
         dtype = tf.as_dtype(self.input_spec.dtype).as_numpy_dtype
         out = [
-            self._call(tf.constant(_cast(x[i : i + _CHUNK], dtype))).numpy()
+            self._call(tf.constant(_cast(x[i : i + _CHUNK], dtype, str(self.path)))).numpy()
             for i in range(0, len(x), _CHUNK)
         ]
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
@@ -174,9 +174,9 @@ def _pick_output(outputs: dict, folder, key: str) -> str:
     )
 
 
-def _cast(x: np.ndarray, dtype) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x), info.min, info.max).astype(dtype)
-    return x.astype(dtype, copy=False)
+def _cast(x: np.ndarray, dtype, where: str = "input") -> np.ndarray:
+    """Float inputs -> the signature's dtype; an integer input takes whole pixel values only
+    (``kvision.models.contract.to_input_tensor``: no silent rounding of [0, 1] floats)."""
+    from kvision.models.contract import to_input_tensor
+
+    return to_input_tensor(x, np.dtype(dtype), where=where)

@@ -6,9 +6,12 @@ Accepted (one named input, ``images`` for kvision models; any name for foreign o
     {"instances": [{"images": IMAGE}, ...]}
     {"inputs": [IMAGE, ...]} or {"inputs": {"images": [IMAGE, ...]}}
                                                      columnar -> {"outputs": [...]}
-    IMAGE = nested lists [H][W][C] of numbers in model scale, or {"b64": "<base64 PNG/JPEG>"}
-            (decoded with PIL, converted to the contract's channels, resized to its size and
-            normalized with its scale/offset)
+    IMAGE = nested lists [H][W][C] of numbers in model scale (for a model whose integer input
+            has no quantization parameters, contract input_domain "uint8": whole pixel values
+            0..255; anything else is a 400, never rounded), or {"b64": "<base64 PNG/JPEG>"}
+            (decoded by kvision.preprocess, the path training and predict use: EXIF orientation,
+            mode conversion with 16-bit high byte, Pillow bilinear resize to the contract's
+            size, then normalized with its scale/offset)
     optional "signature_name": must be the served signature (default "serving_default")
 
 Anything else raises :class:`BadRequest` whose message names the field, what was received and
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import json
 
 import numpy as np
@@ -108,6 +110,7 @@ def decode_predict(
             "images in model scale)"
         )
     _check_count(len(x), max_instances)
+    _check_domain(x, "inputs", contract)
     return x, True
 
 
@@ -127,6 +130,7 @@ def _instance(item, where: str, name: str, spec, contract) -> np.ndarray:
             f"{where} has shape {list(x.shape)}; expected [{_dims(want)}] (one image in model "
             'scale, or {"b64": ...})'
         )
+    _check_domain(x, where, contract)
     return x
 
 
@@ -155,7 +159,7 @@ def _is_b64(value) -> bool:
 
 
 def _b64_image(value, where: str, contract) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from kvision.preprocess import ImageError, decode_pixels
 
     data = value["b64"]
     if not isinstance(data, str):
@@ -164,20 +168,22 @@ def _b64_image(value, where: str, contract) -> np.ndarray:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise BadRequest(f"{where}.b64 is not valid base64: {exc}") from None
+    size = (contract.height, contract.width)
     try:
-        with Image.open(io.BytesIO(raw)) as img:
-            img.load()
-            img = img.convert("L" if contract.channels == 1 else "RGB")
-            if img.size != (contract.width, contract.height):
-                img = img.resize((contract.width, contract.height), Image.Resampling.BILINEAR)
-            pixels = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        pixels = decode_pixels(raw, contract.channels, size, source=f"{where}.b64")
+    except ImageError as exc:
         raise BadRequest(
-            f"{where}.b64 is not a decodable image (PNG, JPEG, BMP ...): {exc}"
+            f"{where}.b64 is not a decodable image (PNG, JPEG, BMP ...): {exc.reason}"
         ) from None
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
     return contract.normalize(pixels).astype(np.float32)
+
+
+def _check_domain(x: np.ndarray, where: str, contract) -> None:
+    """A 400 when numbers sent for a raw integer input are not whole pixel values."""
+    try:
+        contract.check_values(x, f"{where}: the model")
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _check_count(n: int, limit: int) -> None:

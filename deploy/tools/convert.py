@@ -7,6 +7,13 @@ and is then reloaded with LiteRT and compared with the source model by
 with the per-variant tolerances of :data:`TOLERANCES`. A SavedModel (kvision's or anyone's with
 one image input) is wrapped in a tf_keras model around its serving signature.
 
+The source's input contract decides what both sides are fed (``kvision.models.contract``): a
+source whose integer input has no quantization parameters (a ``uint8`` SavedModel or Keras
+model that divides by 255 inside) gets ``input_domain="uint8"``, so calibration and
+verification feed the source and every variant the same whole pixel values 0..255, and the
+contract written beside each ``.tflite`` keeps that range for ``predict``, ``serve`` and the
+benchmark.
+
 Usage::
 
     python tools/convert.py --model runs/x/checkpoints/best.keras --variant float32 int8 \
@@ -163,6 +170,7 @@ def convert(
         "calibration": str(calibration) if calibration else None,
         "n_samples": int(len(x)),
         "tolerances": {v: list(TOLERANCES[v]) for v in variants},
+        "contract": contract.to_dict(),
         "artifacts": [a.to_dict() for a in artifacts],
     }
     atomic_write_json(out / "convert_report.json", report)
@@ -170,7 +178,12 @@ def convert(
 
 
 def load_source_model(path):
-    """``(tf_keras model, InputContract)`` for a ``.keras`` / ``.h5`` file or a SavedModel."""
+    """``(tf_keras model, InputContract)`` for a ``.keras`` / ``.h5`` file or a SavedModel.
+
+    The contract is the one saved with the model (checked against its input tensor), else
+    derived from the input tensor (``InputContract.for_tensor``: raw ``uint8`` pixels for an
+    integer input without quantization).
+    """
     from deploy.runtimes import artifact_contract, detect_format, open_runtime
     from kvision._keras import load_model
     from kvision.models.contract import InputContract, attach_contract
@@ -209,7 +222,7 @@ def _wrap_saved_model(path, spec, out_spec, contract):
             sigs = dict(self.loaded.signatures)
             self.fn = sigs.get("serving_default") or next(iter(sigs.values()))
 
-        def call(self, x):
+        def call(self, x):  # x holds whole pixel values when spec is an integer input
             return self.fn(**{spec.name: tf.cast(x, spec.dtype)})[out_spec.name]
 
     inp = keras.Input(contract.shape, name="images")
@@ -218,8 +231,9 @@ def _wrap_saved_model(path, spec, out_spec, contract):
 
 def calibration_images(folder, contract, limit: int = 200) -> np.ndarray:
     """Up to ``limit`` images of ``folder`` (searched recursively, sorted, evenly spread),
-    decoded at the contract's size and channels and normalized: float32 ``[N, H, W, C]``."""
-    from kvision.data.folders import load_image
+    decoded, resized and normalized for the contract by ``kvision.preprocess.file_inputs``:
+    float32 ``[N, H, W, C]`` (whole pixel values for a raw ``uint8`` contract)."""
+    from kvision.preprocess import file_inputs
 
     root = Path(folder)
     if not root.is_dir():
@@ -232,9 +246,7 @@ def calibration_images(folder, contract, limit: int = 200) -> np.ndarray:
     if len(files) > limit:
         idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
         files = [files[i] for i in np.unique(idx)]
-    size = (contract.height, contract.width)
-    pixels = np.stack([load_image(f, contract.channels, size) for f in files])
-    return contract.normalize(pixels)
+    return file_inputs(files, contract)
 
 
 def _probe(contract, n: int) -> np.ndarray:

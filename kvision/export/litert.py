@@ -2,7 +2,9 @@
 
 :class:`LiteRTModel` wraps ``ai_edge_litert.interpreter.Interpreter`` (never ``tf.lite``): float
 inputs in model scale go in, float probabilities come out, whatever the model's I/O dtype (int8 /
-uint8 / int16 inputs are quantized and outputs dequantized here), for any number of images.
+uint8 / int16 inputs with quantization parameters are quantized and outputs dequantized here; an
+integer input without them takes raw pixel values, whole numbers that are cast exactly, see
+``kvision.models.contract.to_input_tensor``), for any number of images.
 :func:`tflite_op_names` reads the op list straight from the flatbuffer, so it also works for
 models the interpreter cannot load (Flex or custom ops).
 """
@@ -212,6 +214,17 @@ class LiteRTModel:
         return tuple(None if int(d) < 0 else int(d) for d in sig)
 
     @property
+    def input_tensor(self) -> tuple:
+        """``(shape, dtype name, quantization scale, zero point)`` of the input."""
+        scale, zero_point = self.input_quantization
+        return self.input_shape, self.input_dtype.name, scale, zero_point
+
+    @property
+    def num_outputs(self) -> int:
+        """Size of the output's last axis (e.g. the number of classes)."""
+        return int(self.output_details[0]["shape"][-1])
+
+    @property
     def signature(self) -> dict:
         """``{"serving_default": {"inputs": [...], "outputs": [...]}}`` as stored in the file."""
         return self._interpreter.get_signature_list()
@@ -228,6 +241,9 @@ class LiteRTModel:
     # -- inference --------------------------------------------------------------------------
     def predict(self, x, batch_size: int | None = None) -> np.ndarray:
         """Run the model on float inputs ``x`` ``[N, H, W, C]`` (model scale); float32 outputs.
+
+        A raw integer input (no quantization parameters) takes whole pixel values; ``x`` with
+        fractions or outside the dtype's range raises ``ValueError`` instead of being rounded.
 
         Args:
             x: array-like of N images (a single image ``[H, W, C]`` is treated as N=1).
@@ -282,13 +298,10 @@ class LiteRTModel:
         return np.concatenate(results).astype(np.float32, copy=False)
 
     def _quantize_input(self, x: np.ndarray) -> np.ndarray:
-        dtype = self.input_dtype
-        if dtype.kind == "f":
-            return x.astype(dtype, copy=False)
+        from kvision.models.contract import to_input_tensor
+
         scale, zero_point = self.input_quantization
-        q = np.round(x / scale) + zero_point if scale else np.round(x)
-        info = np.iinfo(dtype)
-        return np.clip(q, info.min, info.max).astype(dtype)
+        return to_input_tensor(x, self.input_dtype, scale, zero_point, where=self.path.name)
 
     def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
         if y.dtype.kind == "f":

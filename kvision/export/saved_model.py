@@ -23,6 +23,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from kvision.export.artifact import SAVED_MODEL_CONTRACT
 
 SIGNATURE_KEY = "serving_default"
@@ -189,3 +191,136 @@ def _replace_dir(src: Path, dst: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class ServingSignature:
+    """A SavedModel's serving signature, run on model-domain float inputs (``kvision predict``).
+
+    Loads ``path`` (a version folder with ``saved_model.pb``) with ``tf.saved_model.load`` and
+    takes ``serving_default`` (else the only signature). It must have one input; the output is
+    ``probabilities``, else the only one. Inputs are cast to the signature's dtype by
+    ``kvision.models.contract.to_input_tensor``: an integer input takes whole pixel values and
+    refuses anything else (no rounding of [0, 1] floats).
+
+    Args:
+        path: SavedModel version folder.
+
+    Raises:
+        FileNotFoundError: no ``saved_model.pb`` in ``path``.
+        ValueError: no usable signature (the message lists what exists).
+
+    Example:
+        >>> sig = ServingSignature("export/saved_model/classifier/1")
+        >>> sig.input_dtype, sig.predict(x).shape
+        ('float32', (8, 10))
+    """
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self.path = Path(path)
+        if not (self.path / "saved_model.pb").is_file():
+            raise FileNotFoundError(f"No saved_model.pb in {self.path}")
+        self._loaded = tf.saved_model.load(str(self.path))
+        signatures = dict(self._loaded.signatures)
+        key = SIGNATURE_KEY if SIGNATURE_KEY in signatures else None
+        if key is None and len(signatures) == 1:
+            key = next(iter(signatures))
+        if key is None:
+            raise ValueError(
+                f"{self.path} has no `{SIGNATURE_KEY}` signature; found {sorted(signatures)}."
+            )
+        self._fn = signatures[key]
+        inputs = self._fn.structured_input_signature[1]
+        outputs = self._fn.structured_outputs
+        if len(inputs) != 1:
+            raise ValueError(
+                f"Signature `{key}` of {self.path} should have one (image) input. "
+                f"Found {sorted(inputs)}."
+            )
+        if OUTPUT_NAME not in outputs and len(outputs) != 1:
+            raise ValueError(
+                f"Signature `{key}` of {self.path} has outputs {sorted(outputs)}; expected one, "
+                f"or one named `{OUTPUT_NAME}`."
+            )
+        self.input_name, spec = next(iter(inputs.items()))
+        self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else next(iter(outputs))
+        self.input_shape = tuple(spec.shape.as_list())
+        self.input_dtype = spec.dtype.name
+        self.output_shape = tuple(outputs[self.output_name].shape.as_list())
+
+    @property
+    def input_tensor(self) -> tuple:
+        """``(shape, dtype name, quantization scale, zero point)`` of the input (not quantized)."""
+        return self.input_shape, self.input_dtype, 0.0, 0
+
+    @property
+    def num_outputs(self):
+        """Size of the output's last axis (``None`` when free)."""
+        return self.output_shape[-1] if self.output_shape else None
+
+    def predict(self, x, batch_size: int = 64) -> np.ndarray:
+        """float32 outputs ``[N, ...]`` for model-domain inputs ``x`` ``[N, H, W, C]``."""
+        import tensorflow as tf
+
+        from kvision.models.contract import to_input_tensor
+
+        x = to_input_tensor(np.asarray(x), self.input_dtype, where=str(self.path))
+        chunks = [
+            self._fn(**{self.input_name: tf.constant(x[i : i + batch_size])})[self.output_name]
+            for i in range(0, len(x), batch_size)
+        ]
+        return np.concatenate([c.numpy() for c in chunks]).astype(np.float32)
+
+
+class KerasModelFile:
+    """A tf_keras model file (``.keras`` / ``.h5``) with :class:`ServingSignature`'s interface.
+
+    Args:
+        path: the model file (``kvision._keras.load_model``).
+    """
+
+    def __init__(self, path):
+        from kvision._keras import load_model
+        from kvision.models.contract import _model_input_dtype
+
+        self.path = Path(path)
+        self.model = load_model(self.path)
+        shape = self.model.input_shape
+        self.input_shape = tuple(shape[0] if isinstance(shape, list) else shape)
+        self.input_dtype = _model_input_dtype(self.model)
+        self.num_outputs = self.model.output_shape[-1]
+
+    @property
+    def input_tensor(self) -> tuple:
+        """``(shape, dtype name, 0.0, 0)``: Keras inputs have no quantization."""
+        return self.input_shape, self.input_dtype, 0.0, 0
+
+    def predict(self, x, batch_size: int = 64) -> np.ndarray:
+        """float32 outputs for model-domain inputs (whole pixels for an integer input)."""
+        from kvision.models.contract import to_input_tensor
+
+        x = to_input_tensor(np.asarray(x), self.input_dtype, where=str(self.path))
+        return np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0), np.float32)
+
+
+def open_model(path):
+    """A loaded model to predict with: ``LiteRTModel`` for a ``.tflite``, :class:`ServingSignature`
+    for a SavedModel version folder, :class:`KerasModelFile` for ``.keras`` / ``.h5``. Each has
+    ``input_tensor`` (shape, dtype, quantization scale, zero point), ``num_outputs`` and
+    ``predict(x)`` on model-domain float inputs.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the model cannot be loaded or has no usable single-input signature.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"Model not found: {p}")
+    if p.suffix == ".tflite":
+        from kvision.export.litert import LiteRTModel
+
+        return LiteRTModel(p)
+    if p.is_dir():
+        return ServingSignature(p)
+    return KerasModelFile(p)

@@ -18,6 +18,10 @@ or wrong file, a Flex/custom op, a wrong signature or a numeric mismatch is an `
     input_shape                   e.g. [None, 28, 28, 1]
     signature                     {"key": "serving_default", "inputs": [...], "outputs": [...]}
     contract                      bool, the input contract file exists beside the artifact
+
+Samples are checked against the artifact's own input domain first: its contract must agree
+with its input tensor and the samples must fit the contract (whole pixel values for a raw
+``uint8`` input), else the artifact fails; a raw integer input is never fed rounded floats.
 """
 
 from __future__ import annotations
@@ -197,6 +201,10 @@ def _run_tflite(path: Path, x: np.ndarray, checks: dict):
             f"{path.name} expects input {list(model.input_shape)}, samples are {list(x.shape)}"
         )
     checks["contract"] = contract_path(path).is_file()
+    scale, _ = model.input_quantization
+    problem = _domain_problem(path, x, model.input_dtype, bool(scale))
+    if problem:
+        return None, problem
     return model.predict(x, batch_size=None if model.input_shape[0] else _BATCH), None
 
 
@@ -232,6 +240,9 @@ def _run_saved_model(path: Path, x: np.ndarray, checks: dict):
     checks["output_dtype"] = out_spec.dtype.name
     checks["input_shape"] = spec.shape.as_list()
     checks["contract"] = contract_path(path).is_file()
+    problem = _domain_problem(path, x, spec.dtype.name, False)
+    if problem:
+        return None, problem
     if spec.dtype != tf.float32:
         return None, f"input `{INPUT_NAME}` should be float32. Found {spec.dtype.name}"
     if not spec.shape.is_compatible_with([None, *x.shape[1:]]):
@@ -243,6 +254,27 @@ def _run_saved_model(path: Path, x: np.ndarray, checks: dict):
         for i in range(0, len(x), _BATCH)
     ]
     return np.concatenate(chunks).astype(np.float32), None
+
+
+def _domain_problem(path: Path, x: np.ndarray, dtype, quantized: bool) -> str:
+    """Why ``x`` is not in the artifact's own input domain, or ``""``.
+
+    The artifact's saved contract must agree with its input tensor (an integer input without
+    quantization takes raw pixels) and the samples must fit the contract's domain (whole pixel
+    values for ``input_domain="uint8"``), so verification never passes on inputs the artifact
+    would not get in deployment ([0, 1] floats cast to 0 or 1 by both sides).
+    """
+    from kvision.models.contract import InputContract
+
+    if not contract_path(path).is_file():
+        return ""
+    try:
+        contract = InputContract.load(contract_path(path))
+        contract.check_tensor(dtype, quantized, where=path.name)
+        contract.check_values(x, where="verification samples for " + path.name)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+    return ""
 
 
 def _file_problem(path: Path) -> str:

@@ -5,7 +5,9 @@
 The model is kvision's default (``compact_mobilenet``, width 0.25, 28x28x1) trained briefly on
 Fashion-MNIST (``--steps`` Adam steps, batch 64, seed 0, one CPU thread) - a small reference,
 not a good classifier; its test accuracy is recorded in ``metadata.json``. ``tests/
-test_deploy_reference_models.py`` checks that the files load and reproduce the golden outputs.
+test_deploy_reference_models.py`` checks that the files load and reproduce the golden outputs,
+and measures them on the Fashion-MNIST test split: int8 is smaller on disk and as accurate as
+float32, and ``metadata.json`` states the sizes and accuracies measured.
 
 Usage::
 

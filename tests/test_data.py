@@ -121,29 +121,36 @@ def test_pipeline_shapes_scale_and_order(tiny_images):
     np.testing.assert_array_equal(np.concatenate(ys), labels)
 
 
-def test_pipeline_training_shuffles_and_augments(tiny_images):
+@pytest.mark.parametrize("scale, offset", [(1 / 255.0, 0.0), (2 / 255.0, -1.0)])
+def test_pipeline_training_shuffles_and_augments(tiny_images, scale, offset):
     images, labels = tiny_images
-    contract = InputContract(28, 28, 1, labels=list("abcd"))
-    calls = []
+    contract = InputContract(28, 28, 1, scale=scale, offset=offset, labels=list("abcd"))
 
-    def augmenter(x, y):
-        calls.append(1)
+    def augmenter(x, y):  # works on [0, 1] images, as build_augmenter's do
         return 1.0 - x, y
 
-    ds = build_dataset(
-        Split(labels, images=images),
-        contract,
-        batch_size=10,
-        training=True,
-        augmenter=augmenter,
-        seed=0,
-    )
+    split = Split(labels, images=images)
+    ds = build_dataset(split, contract, batch_size=10, training=True, augmenter=augmenter, seed=0)
     batches = list(ds)
     assert len(batches) == 6  # drop_remainder on training
+    x = np.concatenate([b[0].numpy() for b in batches])
     y = np.concatenate([b[1].numpy() for b in batches])
-    assert not np.array_equal(y, labels[:60])
-    assert calls  # traced into the map
-    assert float(np.min(batches[0][0])) >= 0.0
+    # every output is the augmented image (inverted in [0, 1], then put on the contract's
+    # scale) of one distinct input image, with that image's label
+    expected = (1.0 - images / 255.0) * 255.0 * scale + offset
+    diff = np.abs(x[:, None] - expected[None]).max(axis=(2, 3, 4))  # [outputs, inputs]
+    source = diff.argmin(axis=1)
+    assert diff[np.arange(len(x)), source].max() < 1e-5
+    assert len(set(source.tolist())) == 60
+    np.testing.assert_array_equal(y, labels[source])
+    assert not np.array_equal(source, np.arange(60))  # shuffled
+    again = np.concatenate([b[0].numpy() for b in ds])
+    assert not np.array_equal(again, x)  # reshuffled every epoch
+    # the augmenter is for training only
+    plain = np.concatenate(
+        [b[0].numpy() for b in build_dataset(split, contract, 16, augmenter=augmenter)]
+    )
+    np.testing.assert_allclose(plain, model_inputs(images, contract), rtol=0, atol=1e-6)
 
 
 def test_pipeline_resizes_and_converts_channels(tiny_images):

@@ -14,14 +14,25 @@ from deploy.benchmark.html import pareto_front
 
 REF = Path(__file__).resolve().parents[1] / "tflite_models"
 FAST = dict(warmup=1, runs=5, batch_size=4, throughput_runs=2, progress=False)
+# each reference model's top-1 classes on the golden images, stored beside it
+TOP1 = {v: np.load(REF / f"golden_output_{v}.npy").argmax(-1) for v in ("float32", "int8")}
 
 
 @pytest.fixture(scope="module")
 def data():
-    """The golden images with the float model's own predictions as labels (accuracy 1.0)."""
+    """The golden images, labelled so that every model gets the first two wrong.
+
+    Accuracy (against these labels) and agreement (against the float model's predictions) are
+    then different numbers, so a row cannot report one for the other.
+    """
     pixels = np.load(REF / "golden_input.npy")
-    labels = np.load(REF / "golden_output_float32.npy").argmax(-1)
+    labels = TOP1["float32"].copy()
+    labels[:2] = (labels[:2] + 1) % 10
     return EvalData(labels, images=pixels, source="golden")
+
+
+def _accuracy(variant, data):
+    return float(np.mean(TOP1[variant] == data.labels))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +50,7 @@ def _rows(doc, **match):
     return [r for r in doc["rows"] if all(r[k] == v for k, v in match.items())]
 
 
-def test_every_artifact_runtime_thread_is_a_row(doc):
+def test_every_artifact_runtime_thread_is_a_row(doc, data):
     d, _ = doc
     validate_benchmark(d)
     float_rows = _rows(d, artifact="classifier_float32")
@@ -48,7 +59,7 @@ def test_every_artifact_runtime_thread_is_a_row(doc):
         (rt, t) for rt in ("litert", "litert_no_xnnpack", "litert_delegate:gpu") for t in (1, 2)
     }
     ok = _rows(d, artifact="classifier_float32", runtime="litert", threads=1)[0]
-    assert ok["status"] == "ok" and ok["metric"]["value"] == 1.0
+    assert ok["status"] == "ok" and ok["metric"]["value"] == _accuracy("float32", data) == 0.75
     assert ok["metric"]["delta_vs_baseline"] == 0.0 and ok["agreement"] == 1.0
     lat = ok["latency"]
     assert lat["runs"] == 5 and len(ok["latency_samples_ms"]) == 5
@@ -59,12 +70,22 @@ def test_every_artifact_runtime_thread_is_a_row(doc):
     assert d["baseline"]["artifact"] == "classifier_float32"
 
 
-def test_int8_rows_report_delta_and_agreement(doc):
+def test_int8_rows_report_delta_and_agreement(doc, data):
     d, _ = doc
-    row = _rows(d, artifact="classifier_int8", runtime="litert", threads=1)[0]
-    assert row["status"] == "ok" and row["input"]["dtype"] == "int8"
-    assert row["metric"]["delta_vs_baseline"] == pytest.approx(row["metric"]["value"] - 1.0)
-    assert row["agreement"] == pytest.approx(row["metric"]["value"])
+    accuracy = _accuracy("int8", data)
+    agreement = float(np.mean(TOP1["int8"] == TOP1["float32"]))
+    assert (accuracy, agreement) == (0.75, 1.0)  # the fixture keeps them apart
+    rows = [r for r in _rows(d, artifact="classifier_int8") if r["status"] == "ok"]
+    assert {(r["runtime"], r["threads"]) for r in rows} == {
+        (rt, t) for rt in ("litert", "litert_no_xnnpack") for t in (1, 2)
+    }
+    for row in rows:
+        assert row["input"]["dtype"] == "int8"
+        assert row["metric"]["value"] == pytest.approx(accuracy)
+        assert row["metric"]["delta_vs_baseline"] == pytest.approx(
+            accuracy - _accuracy("float32", data)
+        )
+        assert row["agreement"] == pytest.approx(agreement)
 
 
 def test_unavailable_and_broken_rows_carry_reasons(doc):
@@ -104,6 +125,13 @@ def test_floor_and_min_agreement_change_status(data, tmp_path):
     )  # fmt: skip
     assert d["rows"][0]["status"] == "ok" and d["rows"][0]["metric"]["value"] == 0.0
     assert d["rows"][1]["status"] == "failed_validation"
+    assert "agreement with the baseline 100.00% < 101.00%" in d["rows"][1]["reason"]
+    # agreement, not accuracy, is held to min_agreement: 0.75 accurate, 100 % in agreement
+    d = run_benchmark(
+        [REF / "classifier_float32.tflite", REF / "classifier_int8.tflite"],
+        runtimes=["litert"], data=data, min_agreement=0.9, **FAST,
+    )  # fmt: skip
+    assert [(r["status"], r["metric"]["value"]) for r in d["rows"]] == [("ok", 0.75)] * 2
 
 
 def test_cli_exit_codes(tmp_path, capsys):

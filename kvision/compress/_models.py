@@ -31,26 +31,35 @@ def check_functional(model, argument: str = "model") -> None:
 
 
 def copy_model(model):
-    """An independent copy (new layers, same weights) so a technique never mutates the input."""
+    """An independent copy (new layers, same weights) so a technique never mutates the input.
+
+    Nested models are inlined first (:func:`kvision.compress.flatten.flatten_model`), so the copy
+    is one functional model whose layers are all leaves: every technique reaches every layer.
+    """
     from kvision.compress._tfmot import unsafe_clone_scope
+    from kvision.compress.flatten import flatten_model
 
     check_functional(model)
+    contract = contract_of(model)
+    model = flatten_model(model)
     with unsafe_clone_scope():
         clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
-    return with_contract(clone, contract_of(model))
+    return with_contract(clone, contract)
 
 
 def clone_with(model, wrap):
-    """Clone ``model`` replacing each (non-input) layer by ``wrap(layer)``; nested models recurse.
+    """Clone ``model`` replacing each (non-input) layer by ``wrap(layer)``; nested Sequential and
+    functional models recurse (a nested subclassed model is passed to ``wrap`` as one layer).
 
     ``wrap`` receives the layer of ``model`` itself and may return it unchanged (shared weights):
     call it on a :func:`copy_model` copy when the original must stay untouched.
     """
     from kvision.compress._tfmot import unsafe_clone_scope
+    from kvision.compress.flatten import is_graph_model
 
     def fn(layer):
-        if isinstance(layer, keras.Model):
+        if is_graph_model(layer):
             return keras.models.clone_model(layer, clone_function=fn)
         return wrap(layer)
 
@@ -60,13 +69,30 @@ def clone_with(model, wrap):
 
 
 def flat_layers(model) -> list:
-    """All non-input layers in model order, nested models expanded."""
+    """All non-input layers in model order, nested Sequential/functional models expanded (a
+    nested subclassed model is one entry)."""
+    from kvision.compress.flatten import is_graph_model
+
     out = []
     for layer in model.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
-        if isinstance(layer, keras.Model):
+        if is_graph_model(layer):
             out.extend(flat_layers(layer))
         else:
             out.append(layer)
     return out
+
+
+def nested_model_reason(layer, what: str) -> str | None:
+    """Why ``layer`` is left as it is when it is a nested model kvision could not inline.
+
+    ``what`` names the technique's action (``"pruned"``, ``"quantized"``, ``"clustered"``).
+    """
+    if not isinstance(layer, keras.Model):
+        return None
+    return (
+        f"nested subclassed model {type(layer).__name__}: kvision can only inline nested "
+        f"Sequential/functional models, so none of its layers is {what} (rebuild it with the "
+        "functional API to compress its layers)"
+    )

@@ -32,8 +32,15 @@ def compress(
     run_dir="compress",
     test=None,
     verbose: int = 0,
+    resume: bool = True,
 ):
     """Compress ``model`` with the techniques in ``cfg``; verify and gate every artifact.
+
+    Each technique's outcome is recorded in ``run_dir/state`` when it finishes
+    (:mod:`kvision.compress.resume`); a later call with the same model, data and settings reuses
+    a finished technique after checking that its files still have the recorded bytes, so a
+    killed run resumes at the technique it was in. A model holding nested models is flattened
+    first (:func:`kvision.compress.flatten.flatten_model`).
 
     Args:
         model: trained tf_keras classifier without augmentation layers (augmentation stays in
@@ -48,6 +55,8 @@ def compress(
             ``val_ds``).
         verbose: Keras verbosity of the fine-tuning runs; ``"auto"`` is a progress bar on a
             terminal and one line per epoch in logs (default 0: quiet).
+        resume: reuse the verified results of techniques finished by an earlier call in the
+            same ``run_dir`` (default True; False redoes every technique).
 
     Returns:
         A :class:`CompressionResult`.
@@ -61,7 +70,10 @@ def compress(
     from kvision.compress import _tfmot
     from kvision.compress._models import contract_of
     from kvision.compress.artifacts import apply_accuracy_floor, build_artifact, evaluate_accuracy
+    from kvision.compress.finetune import with_known_length
+    from kvision.compress.flatten import flatten_model
     from kvision.compress.ptq import representative_images
+    from kvision.compress.resume import technique_store
     from kvision.io import atomic_write_json, atomic_write_text
 
     verbose = fit_verbosity(verbose)
@@ -70,8 +82,14 @@ def compress(
         raise TypeError(f"`cfg` should be a CompressConfig. Received: cfg={type(cfg).__name__}")
     _tfmot.check_model(model)
     run_dir = Path(run_dir)
+    train_ds = with_known_length(train_ds, cfg.steps_per_epoch, verbose)
     x_test, y_test = _arrays(test if test is not None else val_ds, "test")
     samples = _arrays(val_ds if val_ds is not None else train_ds, "val_ds")[0][: cfg.verify_samples]
+    store = technique_store(model, run_dir, x_test, y_test, samples) if resume else None
+    # nested models are inlined once: every technique (and the float32 baseline) sees the same
+    # leaf layers, so pruning, QAT and clustering reach the layers of a nested backbone too
+    origins: dict = {}
+    model = flatten_model(model, origins=origins)
     calibration = representative_images(
         train_ds, max(cfg.ptq.calibration_samples, cfg.qat.calibration_samples), cfg.seed
     )
@@ -82,35 +100,13 @@ def compress(
     ctx.test = (x_test, y_test)
 
     ctx.add(result, build_artifact(model, ctx.path("float32"), "float32", samples, name="float32"))
-    steps = {
-        "ptq": _run_ptq,
-        "qat": _run_qat,
-        "prune": _run_prune,
-        "pqat": _run_prune,
-        "cluster": _run_cluster,
-        "cqat": _run_cluster,
-        "distill": _run_distill,
-    }
     done = set()
     for technique in cfg.techniques:
-        runner = steps[technique]
+        runner = _RUNNERS[technique]
         if runner in done:
             continue  # prune+pqat and cluster+cqat share one fine-tuning run
         done.add(runner)
-        if verbose:
-            print(f"compress: {technique} ({len(result.artifacts)} artifact(s) so far)", flush=True)
-        started = time.perf_counter()
-        try:
-            runner(ctx, result)
-        except Exception as exc:  # a technique that cannot run is a row with a reason
-            from kvision.export.artifact import Artifact, short_reason
-
-            reason = short_reason(exc)
-            result.errors[technique] = reason
-            result.artifacts.append(
-                Artifact.failed(technique, "tflite", ctx.path(technique), reason)
-            )
-        result.wall_time_s[technique] = round(time.perf_counter() - started, 1)
+        _run_technique(ctx, result, technique, runner, store, origins)
 
     started = time.perf_counter()
     head = model.layers[-1].name
@@ -124,6 +120,77 @@ def compress(
     atomic_write_json(run_dir / REPORT_FILE, {**result.to_dict(), "config": cfg.to_dict()})
     atomic_write_text(run_dir / "compress_report.md", result.to_markdown())
     return result
+
+
+_RUNNERS = {  # technique -> the runner (state name) that produces it
+    "ptq": "ptq",
+    "qat": "qat",
+    "prune": "prune",
+    "pqat": "prune",
+    "cluster": "cluster",
+    "cqat": "cluster",
+    "distill": "distill",
+}
+
+
+def _run_technique(ctx, result, technique: str, runner: str, store, origins: dict) -> None:
+    """Run one technique (or resume it from its verified state) and record what it added."""
+    from kvision.compress.resume import restore, technique_settings
+
+    settings = technique_settings(ctx.cfg, runner)
+    state = store.load(runner, settings) if store is not None else None
+    if state is not None:
+        restore(result, state["payload"])
+        result.wall_time_s[technique] = state["payload"]["wall_time_s"]  # of the original run
+        result.resumed.append(technique)
+        if ctx.verbose:
+            print(
+                f"compress: {technique} resumed: its finished artifacts were verified "
+                f"(same bytes as recorded in {store.path(runner)})",
+                flush=True,
+            )
+        return
+    if ctx.verbose:
+        why = f" (state not reused: {store.last_reason})" if store and store.last_reason else ""
+        print(
+            f"compress: {technique} ({len(result.artifacts)} artifact(s) so far){why}", flush=True
+        )
+    n_artifacts, n_reports = len(result.artifacts), len(result.reports)
+    weights_before = set(result.weights)
+    started = time.perf_counter()
+    try:
+        _STEPS[runner](ctx, result)
+    except Exception as exc:  # a technique that cannot run is a row with a reason
+        from kvision.export.artifact import Artifact, short_reason
+
+        reason = short_reason(exc)
+        result.errors[technique] = reason
+        result.artifacts.append(Artifact.failed(technique, "tflite", ctx.path(technique), reason))
+        result.wall_time_s[technique] = round(time.perf_counter() - started, 1)
+        return  # not recorded: a failed technique runs again next time
+    result.wall_time_s[technique] = round(time.perf_counter() - started, 1)
+    for report in result.reports[n_reports:]:
+        _mark_nested(report, origins)
+    if store is None:
+        return
+    payload = {
+        "technique": technique,
+        "artifacts": [a.to_dict() for a in result.artifacts[n_artifacts:]],
+        "reports": [r.to_dict() for r in result.reports[n_reports:]],
+        "weights": {k: v for k, v in result.weights.items() if k not in weights_before},
+        "schedule": result.schedule if runner == "prune" else None,
+        "distill": result.distill if runner == "distill" else None,
+        "wall_time_s": result.wall_time_s[technique],
+    }
+    store.save(runner, settings, payload)
+
+
+def _mark_nested(report, origins: dict) -> None:
+    """Say, per row, which nested model a layer came from (the model was flattened)."""
+    for row in report.rows:
+        if row.layer in origins:
+            row.detail["nested_in"] = origins[row.layer]
+            row.reason += f" [layer of nested model {origins[row.layer]}]"
 
 
 def load_model_for_compression(path):
@@ -402,6 +469,13 @@ def _run_distill(ctx: _Context, result):
     ctx.convert(result, s, "distill_int8", "int8")
 
 
+_STEPS = {
+    "ptq": _run_ptq,
+    "qat": _run_qat,
+    "prune": _run_prune,
+    "cluster": _run_cluster,
+    "distill": _run_distill,
+}
 _TECHNIQUE_OF = {"pruned": "prune"}  # artifact name prefix -> technique, where they differ
 
 

@@ -15,7 +15,14 @@ Example::
 from __future__ import annotations
 
 from kvision.compress import _tfmot
-from kvision.compress._models import clone_with, contract_of, copy_model, flat_layers, with_contract
+from kvision.compress._models import (
+    clone_with,
+    contract_of,
+    copy_model,
+    flat_layers,
+    nested_model_reason,
+    with_contract,
+)
 from kvision.compress.config import ClusterConfig
 from kvision.compress.layer_report import LayerReport
 
@@ -68,6 +75,9 @@ def cluster_model(model, cfg: ClusterConfig):
 def _decide(layer, cfg: ClusterConfig) -> tuple[str, str]:
     if layer.name in cfg.skip_layers:
         return "unchanged", "in cluster.skip_layers"
+    nested = nested_model_reason(layer, "clustered")
+    if nested:
+        return "unchanged", nested
     weights = _tfmot.clusterable_weights(layer)
     if weights is None:
         return "unchanged", (

@@ -14,6 +14,8 @@ than the labels alone.
 
 from __future__ import annotations
 
+import numpy as np
+
 from kvision._keras import keras
 
 
@@ -38,6 +40,38 @@ def count_steps(train_ds, steps_per_epoch: int | None) -> int:
     if n == 0:
         raise ValueError("The training dataset is empty.")
     return n
+
+
+def with_known_length(train_ds, steps_per_epoch: int | None = None, verbose: int = 0):
+    """``train_ds`` with a known number of batches, so fine-tuning can size its schedules.
+
+    A pipeline that filters (image folders drop undecodable files) has an unknown length; when
+    ``steps_per_epoch`` is not given, its batches are counted once (one pass over the data) and
+    asserted with ``tf.data.experimental.assert_cardinality``. A dataset of known length, or any
+    dataset when ``steps_per_epoch`` is given, is returned as it is.
+
+    Raises:
+        ValueError: the dataset is infinite (``repeat()``) and ``steps_per_epoch`` is None, or it
+            yields no batches.
+    """
+    import tensorflow as tf
+
+    if steps_per_epoch is not None or not isinstance(train_ds, tf.data.Dataset):
+        return train_ds
+    n = int(train_ds.cardinality())
+    if n == int(tf.data.INFINITE_CARDINALITY):
+        raise ValueError(
+            "The training dataset repeats forever: set `steps_per_epoch` "
+            "(CompressConfig.steps_per_epoch, compress.steps_per_epoch=N)."
+        )
+    if n != int(tf.data.UNKNOWN_CARDINALITY):
+        return train_ds
+    n = int(train_ds.reduce(np.int64(0), lambda count, _: count + 1).numpy())
+    if n == 0:
+        raise ValueError("The training dataset yielded no batches.")
+    if verbose:
+        print(f"compress: the training dataset has unknown length; counted {n} batches")
+    return train_ds.apply(tf.data.experimental.assert_cardinality(n))
 
 
 def _cosine(learning_rate: float, total_steps: int):

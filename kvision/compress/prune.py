@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from kvision.compress import _tfmot
-from kvision.compress._models import clone_with, copy_model, flat_layers
+from kvision.compress._models import clone_with, copy_model, flat_layers, nested_model_reason
 from kvision.compress.config import PruneConfig
 from kvision.compress.layer_report import LayerReport
 
@@ -253,6 +253,9 @@ def prune_model(model, cfg: PruneConfig, total_steps: int):
 def _decide(layer, cfg: PruneConfig, structure, policy) -> tuple[str, object]:
     if layer.name in cfg.skip_layers:
         return "unchanged", "in prune.skip_layers"
+    nested = nested_model_reason(layer, "pruned")
+    if nested:
+        return "unchanged", nested
     weights = _tfmot.prunable_weights(layer)
     if weights is None:
         return "unchanged", (

@@ -23,7 +23,15 @@ import contextlib
 
 from kvision._keras import keras
 from kvision.compress import _tfmot
-from kvision.compress._models import clone_with, contract_of, copy_model, flat_layers, with_contract
+from kvision.compress._models import (
+    clone_with,
+    contract_of,
+    copy_model,
+    flat_layers,
+    nested_model_reason,
+    with_contract,
+)
+from kvision.compress.folding import unfoldable_batchnorms
 from kvision.compress.layer_report import LayerReport
 
 SCHEMES = ("default", "prune_preserve", "cluster_preserve", "cluster_sparsity_preserve")
@@ -36,6 +44,12 @@ _CONFIG_REASONS = {
     "OutputOnlyConfig": "int8 output activations",
     "Default8BitActivationQuantizeConfig": "int8 activations",
 }
+# tfmot gives NoOpQuantizeConfig to a Conv/Dense/Add followed by a ReLU (LayerReLUQuantize)
+_FUSED_WITH_NEXT = (
+    "fused with the following ReLU, whose output is quantized: its weights are not "
+    "fake-quantized during QAT; the int8 converter quantizes them after training"
+)
+_FUSED_NO_WEIGHTS = "fused with the following ReLU, whose output is quantized"
 
 
 def _custom_objects(model) -> dict:
@@ -53,6 +67,9 @@ def _skip_reason(layer, registry, skip_layers) -> str | None:
     kind = type(layer).__name__
     if layer.name in skip_layers:
         return "in skip_layers (kept in float during QAT)"
+    nested = nested_model_reason(layer, "quantized")
+    if nested:
+        return f"{nested}; kept in float during QAT"
     if kind in _FOLDED:
         return None
     if registry.supports(layer):
@@ -117,6 +134,9 @@ def quantize_model(model, scheme: str = "default", skip_layers=()):
     skips = {
         layer.name: _skip_reason(layer, registry, set(skip_layers)) for layer in flat_layers(base)
     }
+    # a BatchNormalization tfmot cannot fold would fail quantize_apply: keep it in float
+    annotated = {name for name, reason in skips.items() if reason is None}
+    skips.update(unfoldable_batchnorms(base, annotated))
     if all(reason is not None for reason in skips.values()):
         raise ValueError(
             "No layer of the model can be quantized by tfmot. Layers: "
@@ -155,18 +175,24 @@ def _report(base, qat, skips: dict, scheme: str) -> LayerReport:
         "cluster_sparsity_preserve": "pcqat",
     }[scheme]
     report = LayerReport(technique)
+    present = {getattr(layer, "layer", layer).name for layer in flat_layers(qat)}
     for layer in flat_layers(base):
         if layer.name in wrapped:
             config = wrapped[layer.name]
             reason = _CONFIG_REASONS.get(config, f"quantized ({config})")
+            if config == "NoOpQuantizeConfig" and type(layer).__name__ not in _FOLDED:
+                reason = _FUSED_WITH_NEXT if layer.weights else _FUSED_NO_WEIGHTS
             if scheme != "default" and "Preserve" in config:
                 reason += " (preserving sparsity/clusters)"
             report.add(layer, "quantized", reason, quantize_config=config)
+        elif skips.get(layer.name) is not None:
+            report.add(layer, "float", skips[layer.name])
+        elif not layer.weights:
+            report.add(layer, "float", "no weights or activations to quantize of its own")
+        elif layer.name not in present:
+            report.add(layer, "float", "replaced by tfmot's layout transforms (not in QAT model)")
         else:
-            reason = skips.get(layer.name) or "left in float by tfmot's layout transforms"
-            if not layer.weights and skips.get(layer.name) is None:
-                reason = "no weights or activations to quantize of its own"
-            report.add(layer, "float", reason)
+            report.add(layer, "float", "left unwrapped (in float) by tfmot's quantize_apply")
     floats = [r.layer for r in report.rows if r.action == "float" and "QAT" in r.reason]
     report.message = f"{report.count('quantized')} layer(s) quantization-aware ({scheme})."
     if floats:

@@ -28,7 +28,10 @@ class CompressionResult:
         errors: technique -> message for techniques that could not run.
         schedule: the resolved pruning schedule (steps), when pruning ran.
         wall_time_s: seconds per technique (fine-tuning, conversion, verification), plus
-            ``evaluate`` (test accuracy of every artifact).
+            ``evaluate`` (test accuracy of every artifact). A resumed technique keeps the time
+            it took in the run that made it.
+        resumed: techniques whose verified results were reused from an earlier, interrupted
+            or finished run in the same folder (see :mod:`kvision.compress.resume`).
     """
 
     artifacts: list = field(default_factory=list)
@@ -39,6 +42,7 @@ class CompressionResult:
     errors: dict = field(default_factory=dict)
     schedule: dict = field(default_factory=dict)
     wall_time_s: dict = field(default_factory=dict)
+    resumed: list = field(default_factory=list)
 
     def artifact(self, name: str) -> Artifact:
         """The artifact called ``name``; ``KeyError`` listing the names otherwise."""
@@ -63,6 +67,7 @@ class CompressionResult:
             "errors": self.errors,
             "schedule": self.schedule,
             "wall_time_s": self.wall_time_s,
+            "resumed": self.resumed,
         }
 
     @classmethod
@@ -76,6 +81,7 @@ class CompressionResult:
             errors=data.get("errors", {}),
             schedule=data.get("schedule", {}),
             wall_time_s=data.get("wall_time_s", {}),
+            resumed=data.get("resumed", []),
         )
 
     @classmethod
@@ -111,6 +117,7 @@ class CompressionResult:
             "errors": self.errors,
             "schedule": self.schedule or None,
             "wall_time_s": self.wall_time_s,
+            "resumed": self.resumed,
             "layer_reports": [
                 {"technique": r.technique, "message": r.message, "summary": r.summary()}
                 for r in self.reports
@@ -161,7 +168,10 @@ class CompressionResult:
             )
         parts = ["\n".join(lines) + "\n"]
         if self.wall_time_s:
-            times = ", ".join(f"{k} {v:.0f} s" for k, v in self.wall_time_s.items())
+            times = ", ".join(
+                f"{k} {v:.0f} s" + (" (resumed)" if k in self.resumed else "")
+                for k, v in self.wall_time_s.items()
+            )
             parts.append(f"Wall time: {times}.\n")
         parts += [r.to_markdown() for r in self.reports]
         return "\n".join(parts)

@@ -10,6 +10,8 @@ Issue 8 of the kvision tracker.
 import base64
 import io
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -162,6 +164,30 @@ def test_16_bit_keeps_the_high_byte_never_clips():
     assert decode_pixels(buf.getvalue(), 1)[0, :, 0].tolist() == [0, 0, 1, 1, 128, 255]
     rgb = decode_pixels(buf.getvalue(), 3)
     assert (rgb == rgb[:, :, :1]).all()
+
+
+def _png16(samples: np.ndarray, color_type: int) -> bytes:
+    """A 16-bit PNG written by hand (Pillow cannot write 16-bit RGB): color_type 2 = RGB,
+    4 = gray + alpha; ``samples`` is uint16 ``[H, W, C]``."""
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    h, w = samples.shape[:2]
+    rows = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )  # fmt: skip
+
+
+def test_16_bit_rgb_and_gray_alpha_keep_the_high_byte():
+    rgb = RNG.integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    np.testing.assert_array_equal(decode_pixels(_png16(rgb, 2), 3), rgb >> 8)
+    gray_alpha = RNG.integers(0, 65536, (5, 7, 2), dtype=np.uint16)
+    gray = decode_pixels(_png16(gray_alpha, 4), 1)[:, :, 0]
+    np.testing.assert_array_equal(gray, gray_alpha[:, :, 0] >> 8)
 
 
 def test_alpha_is_dropped_not_composited():

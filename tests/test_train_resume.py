@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from kvision._keras import keras
 from kvision.config import TrainConfig
 from kvision.data import Split, build_dataset
 from kvision.models import build_model
@@ -69,8 +70,79 @@ def test_killed_training_resumes_from_last_epoch(tmp_path, tiny_npz):
     assert result is not None and not has_backup(run_dir)
     assert result.resumed_from_epoch >= 2
     assert result.epochs_run == epochs - result.resumed_from_epoch
-    assert (run_dir / "checkpoints" / "best.keras").is_file()
-    assert result.best_val_accuracy == max(result.history["val_accuracy"])
+    _check_best(run_dir, result)
+
+
+def _check_best(run_dir, result):
+    """The reported best epoch and value are the log's, and the checkpoint on disk scores it."""
+    from kvision._keras import load_model
+    from kvision.config import load_config
+    from kvision.data import load_dataset, model_inputs
+    from kvision.models import InputContract
+
+    with (run_dir / "history.csv").open() as fh:
+        val = [float(r["val_accuracy"]) for r in csv.DictReader(fh)]
+    best = result.best_val_accuracy
+    assert 1 <= result.best_epoch <= len(val) and val[result.best_epoch - 1] == best
+    assert all(v < best for v in val[: result.best_epoch - 1])  # the first epoch to reach it
+    assert all(v <= best for v in val)
+    # the saved model scores the best value on the validation split it was chosen on
+    cfg = load_config(run_dir / "config.yaml")
+    split = load_dataset(cfg.data, seed=cfg.train.seed).val
+    model = load_model(run_dir / "checkpoints" / "best.keras")
+    x = model_inputs(split.images, InputContract.load(run_dir / "checkpoints"))
+    predicted = model.predict(x, batch_size=cfg.data.batch_size, verbose=0).argmax(-1)
+    assert np.mean(predicted == split.labels) == pytest.approx(best, abs=1e-6)
+
+
+class _Crash(keras.callbacks.Callback):
+    """Stops training with an exception at the end of epoch ``epoch`` (0-based), after the
+    backup, the best checkpoint and the CSV row of that epoch are written."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt(f"crash after epoch {epoch}")
+
+
+def test_resumed_fit_keeps_the_best_of_the_epochs_before_the_crash(tmp_path, tiny_images):
+    images, labels = tiny_images
+    split = Split(labels, images=images)
+    run_dir = tmp_path / "run"
+    cfg = TrainConfig(epochs=4, learning_rate=1e-2, warmup_epochs=0.0)
+
+    def datasets(model):
+        contract = model.kvision_contract
+        return build_dataset(split, contract, 16, training=True), build_dataset(split, contract, 32)
+
+    keras.utils.set_random_seed(0)
+    model = build_model("lenet", (28, 28, 1), 4, filters=(4, 8), dense_units=16)
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, *datasets(model), cfg, run_dir, callbacks=[_Crash(1)], verbose=0)
+    assert has_backup(run_dir) and training_done(run_dir) is None
+    # Make the interrupted run's best its last epoch, at a value no later epoch can beat: a
+    # resumed run that forgot it (or took an earlier epoch's) would overwrite the checkpoint.
+    history = run_dir / "history.csv"
+    with history.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    rows[0]["val_accuracy"], rows[1]["val_accuracy"] = "0.0", "1.0"
+    with history.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    best = run_dir / "checkpoints" / "best.keras"
+    saved = best.read_bytes()
+
+    model = build_model("lenet", (28, 28, 1), 4, filters=(4, 8), dense_units=16)
+    result = fit(model, *datasets(model), cfg, run_dir, verbose=0)
+    assert result.resumed_from_epoch == 2 and result.epochs_run == 2
+    assert result.history["epoch"] == [0, 1, 2, 3] and not has_backup(run_dir)
+    assert (result.best_epoch, result.best_val_accuracy) == (2, 1.0)
+    assert best.read_bytes() == saved  # no resumed epoch beat it: the checkpoint was kept
 
 
 def test_fit_reports_history_and_best(tmp_path, tiny_images):

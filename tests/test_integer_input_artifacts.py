@@ -129,6 +129,10 @@ def test_serve_b64_and_integer_arrays_give_the_true_brightness(zoo, fmt):
         np.testing.assert_allclose(np.array(got.json()["predictions"])[:, 0], zoo["truth"], 1e-5)
         ints = client.post("/v1/models/m:predict", json={"inputs": zoo["pixels"].tolist()})
         np.testing.assert_allclose(np.array(ints.json()["outputs"])[:, 0], zoo["truth"], 1e-5)
+        meta = client.get("/v1/models/m/metadata").json()
+        sig = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+        assert next(iter(sig["inputs"].values()))["dtype"] == "DT_UINT8"
+        assert meta["kvision"]["contract"]["input_domain"] == "uint8"
         scaled = (zoo["pixels"][:1] / 255.0).tolist()
         bad = client.post("/v1/models/m:predict", json={"instances": scaled})
         assert bad.status_code == 400

@@ -237,9 +237,12 @@ def _metadata(served) -> dict:
             "outputs": {k: conv(v) for k, v in sig["outputs"].items()},
             "method_name": sig["method_name"],
         }
-    else:  # a .tflite / .keras: the REST inputs are float32 in model scale, quantized inside
+    else:  # a .tflite / .keras: the REST inputs are float32 in model scale, quantized inside;
+        # raw integer pixels (whole numbers 0..255) for an integer input without quantization
+        raw = served.contract.input_domain if served.contract.raw_input else None
+        in_dtype = _DTYPES.get(raw, "DT_INT32") if raw else "DT_FLOAT"
         sig_def = {
-            "inputs": {served.input_spec.name: _tensor(served.input_spec, "DT_FLOAT")},
+            "inputs": {served.input_spec.name: _tensor(served.input_spec, in_dtype)},
             "outputs": {served.output_spec.name: _tensor(served.output_spec, "DT_FLOAT")},
             "method_name": "tensorflow/serving/predict",
         }

@@ -282,13 +282,13 @@ class KerasModelFile:
 
     def __init__(self, path):
         from kvision._keras import load_model
-        from kvision.models.contract import _model_input_dtype
+        from kvision.models.contract import model_input_dtype
 
         self.path = Path(path)
         self.model = load_model(self.path)
         shape = self.model.input_shape
         self.input_shape = tuple(shape[0] if isinstance(shape, list) else shape)
-        self.input_dtype = _model_input_dtype(self.model)
+        self.input_dtype = model_input_dtype(self.model)
         self.num_outputs = self.model.output_shape[-1]
 
     @property

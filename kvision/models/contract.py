@@ -293,7 +293,7 @@ class InputContract:
         n = int(model.output_shape[-1])
         return cls.for_tensor(
             shape,
-            _model_input_dtype(model),
+            model_input_dtype(model),
             labels=labels or [str(i) for i in range(n)],
             where=f"model {getattr(model, 'name', '')!r}",
         )
@@ -385,11 +385,11 @@ class InputContract:
                 raise
             return cls.from_model(model)
         if model is not None:
-            contract.check_tensor(_model_input_dtype(model), where=str(model_path))
+            contract.check_tensor(model_input_dtype(model), where=str(model_path))
         return contract
 
 
-def _model_input_dtype(model) -> str:
+def model_input_dtype(model) -> str:
     """The dtype name of a tf_keras model's (first) input; ``"float32"`` when unknown."""
     inputs = getattr(model, "inputs", None) or []
     dtype = getattr(inputs[0], "dtype", None) if inputs else None
@@ -400,4 +400,3 @@ def attach_contract(model, contract: InputContract):
     """Attach ``contract`` to ``model`` (as ``model.kvision_contract``) and return the model."""
     model.kvision_contract = contract
     return model
-

@@ -513,3 +513,19 @@ def test_write_bad_files(tmp_path):
     assert os.listdir(tmp_path / "run") == ["bad_files.csv"]  # no temp file left behind
     write_bad_files([], path)
     assert path.read_text() == "path,reason\n"
+
+
+def test_exif_orientation_gives_upright_pixels_and_size(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: turn 90 degrees clockwise to display
+    root = tmp_path / "d"
+    stored = {}
+    for name in ("cat", "dog"):
+        path = _save(root / name / "1.jpg", _rgb(6, 10), exif=exif, quality=95)
+        stored[name] = np.asarray(Image.open(path).convert("RGB"))
+    scan = scan_image_folder(root)
+    assert scan.image_size == (10, 6)  # upright (height, width), not the stored (6, 10)
+    image = load_image(root / "cat" / "1.jpg", channels=3)
+    np.testing.assert_array_equal(image, np.rot90(stored["cat"], k=-1))
+    images, _ = _collect(file_dataset(scan.files, scan.labels, 3, scan.image_size))
+    np.testing.assert_array_equal(images[0], image)

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from kvision._keras import load_model
 from kvision.config import ConfigError, load_config
+from kvision.data import model_inputs
 from kvision.workflow import prepare_run_dir, train
 
 
@@ -49,13 +51,18 @@ def test_transfer_from_a_kvision_checkpoint(tmp_path, tiny_npz, tiny_images, cap
     run = train(cfg, verbose=0)
     assert run.model.output_shape == (None, 3)
     assert run.contract.labels == ["0", "1", "2"]
+    # the backbone is the source's: conv1 and conv2 stay frozen in both phases
+    trained = load_model(checkpoint)
+    for name in ("conv1", "conv2"):
+        kernel = run.model.get_layer(name).get_weights()[0]
+        np.testing.assert_array_equal(kernel, trained.get_layer(name).get_weights()[0])
     run_dir = cfg.run_dir
     assert (run_dir / "phase1" / "history.csv").is_file()
     assert (run_dir / "phase2" / "checkpoints" / "best.keras").is_file()
     # the same command again reuses the finished training instead of repeating it
     again = train(cfg, verbose=0)
     assert "already finished" in capsys.readouterr().out
-    x = np.zeros((2, 28, 28, 1), np.float32)
+    x = model_inputs(images[:8], run.contract)
     np.testing.assert_allclose(
         again.model.predict(x, verbose=0), run.model.predict(x, verbose=0), atol=1e-6
     )

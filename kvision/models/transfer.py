@@ -277,6 +277,7 @@ def build_transfer_model(
         offset=contract.offset,
         labels=labels,
         task=contract.task,
+        input_domain=contract.input_domain,
     )
     set_trainable_blocks(model, 0)
     return attach_contract(model, new_contract)

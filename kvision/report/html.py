@@ -88,10 +88,16 @@ def _header(report: Mapping) -> str:
         meta.append(f"Python {host['python']}")
     data = report.get("data") or {}
     subtitle = f"{data['dataset']} · {data['num_classes']} classes" if data else "run report"
+    progress = ""
+    if run.get("in_progress"):
+        progress = (
+            f'<div class="meta"><strong>In progress: {_e(run["in_progress"])} is still '
+            "running; this report is rewritten when it finishes.</strong></div>"
+        )
     return (
         f'<header><div class="eyebrow">kvision run report · {_e(subtitle)}</div>'
         f"<h1>{_e(run['name'])}</h1>"
-        f'<div class="meta">{" · ".join(_e(m) for m in meta)}</div></header>'
+        f'<div class="meta">{" · ".join(_e(m) for m in meta)}</div>{progress}</header>'
     )
 
 

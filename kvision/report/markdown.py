@@ -43,6 +43,9 @@ def render_markdown(report: dict) -> str:
     validate_report(report)
     run = report["run"]
     out = [f"# kvision run `{_cell(run['name'])}`", "", _run_line(run), ""]
+    if run.get("in_progress"):
+        out += [f"> **In progress**: {_cell(run['in_progress'])} is still running; this report "
+                "is rewritten when it finishes.", ""]  # fmt: skip
     out += _summary_section(report)
     out += _data_section(report.get("data"), report.get("augmentation"))
     out += _training_section(report.get("training"))

@@ -13,6 +13,8 @@ The full description with an example is in ``docs/report_schema.md``::
     run                 required
       name                str, required            created          ISO-8601 str, required
       kvision_version     str, required            tensorflow_version   str
+      in_progress         str: the stage still running when the report was written (absent when
+                          the run finished); the pipeline writes the report after every stage
       host                {cpu_count: int >= 1, platform: str, python: str}
       wall_time_s         {train, evaluate, export, benchmark: number >= 0; total: required}
                           (seconds; other stage names allowed, also numbers >= 0)
@@ -111,6 +113,7 @@ _RUN = {
     "created": _F("datetime", True),
     "kvision_version": _F("str", True),
     "tensorflow_version": _F("str"),
+    "in_progress": _F("str"),
     "host": _F(
         "dict", fields={"cpu_count": _F("int", lo=1), "platform": _F("str"), "python": _F("str")}
     ),

@@ -302,19 +302,37 @@ def export(model, splits, contract, cfg: PipelineConfig):
 def compression_data(cfg: PipelineConfig, splits, contract):
     """What compression fine-tunes, verifies and evaluates on.
 
+    Image folders: the file pipeline may drop a file that fails to decode, so ``tf.data`` cannot
+    know its length; the scan already decoded every listed file, so the number of batches is
+    derived from the file list and asserted (``tf.data.experimental.assert_cardinality``). The
+    fine-tuning schedules (pruning steps, learning-rate decay) need it.
+
     Returns:
         ``(train_ds, val_ds, test)``: the training pipeline with the run's augmentation, validation
         batches (the training split when there is none), and the test split as ``(x, y)`` arrays
         (a batched dataset for image folders).
     """
+    import tensorflow as tf
+
     from kvision.data import build_dataset, model_inputs
+
+    def known_length(ds, split, drop_remainder: bool):
+        if split.files is None:
+            return ds  # in-memory arrays: tf.data knows the length
+        n = len(split) // bs if drop_remainder else -(-len(split) // bs)
+        return ds.apply(tf.data.experimental.assert_cardinality(n))
 
     augmenter, _ = augmentation(cfg, splits, contract, None)
     bs, on_error = cfg.data.batch_size, cfg.data.on_error
-    train_ds = build_dataset(splits.train, contract, bs, training=True, augmenter=augmenter,
-                             seed=cfg.train.seed, on_error=on_error)  # fmt: skip
+    drop = len(splits.train) >= bs  # build_dataset's default, explicit so the count above holds
+    train_ds = build_dataset(
+        splits.train, contract, bs, training=True, augmenter=augmenter, seed=cfg.train.seed,
+        on_error=on_error, drop_remainder=drop,
+    )  # fmt: skip
+    train_ds = known_length(train_ds, splits.train, drop)
     val_split = splits.val if splits.val is not None else splits.train
-    val_ds = build_dataset(val_split, contract, bs, on_error=on_error)
+    val_ds = build_dataset(val_split, contract, bs, on_error=on_error, drop_remainder=False)
+    val_ds = known_length(val_ds, val_split, False)
     test_split = splits.test if splits.test is not None else val_split
     if test_split.images is not None:
         test = (model_inputs(test_split.images, contract), test_split.labels)
@@ -350,13 +368,25 @@ def compress(run: TrainedRun, cfg: PipelineConfig, verbose="auto"):
 
 
 def benchmark(artifacts, model, splits, contract, cfg: PipelineConfig, keras_accuracy: float):
-    """Accuracy on the test set and batch-1 latency of every artifact (and the Keras model)."""
+    """Accuracy on the test set and batch-1 latency of every artifact (and the Keras model).
+
+    ``keras_accuracy`` is the Keras model's accuracy on the whole test split. With
+    ``benchmark.eval_limit`` the artifacts are scored on the first N test images only, and so is
+    the Keras model, so that ``delta_vs_keras`` compares the same images.
+
+    Returns:
+        ``(artifacts, keras_accuracy)``: the artifacts with ``metrics`` and ``latency`` filled in,
+        and the Keras accuracy on the images they were scored on.
+    """
     from kvision.data import build_dataset
     from kvision.evaluate import measure_latency
 
     split = splits.test if splits.test is not None else splits.val
-    if cfg.benchmark.eval_limit:
-        split = split.subset(np.arange(min(cfg.benchmark.eval_limit, len(split))))
+    if cfg.benchmark.eval_limit and cfg.benchmark.eval_limit < len(split):
+        split = split.subset(np.arange(cfg.benchmark.eval_limit))
+        ds = build_dataset(split, contract, 256, training=False, cache=False)
+        probs = model.predict(ds.map(lambda v, _: v), verbose=0)
+        keras_accuracy = float(np.mean(np.argmax(probs, -1) == split.labels))
     ds = build_dataset(split, contract, 256, training=False, cache=False)
     x = np.concatenate([b.numpy() for b, _ in ds])
     one = x[:1]
@@ -377,7 +407,7 @@ def benchmark(artifacts, model, splits, contract, cfg: PipelineConfig, keras_acc
             art.latency["threads"] = b.threads
         except Exception as exc:  # a broken artifact is a row with a reason
             art.status, art.reason = "failed", f"benchmark failed: {exc}"
-    return artifacts
+    return artifacts, keras_accuracy
 
 
 def _runner(art, threads: int):
@@ -431,10 +461,10 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
     """train -> evaluate -> export -> compress -> benchmark -> report. Returns the report dict.
 
     The compress stage runs when ``compress.enabled`` (the default) with ``compress.techniques``.
+    The report (``report.json``/``.md``/``.html``) is written after every stage from export on,
+    with ``run.in_progress`` naming the stage still running, so the float results can be read
+    while compression runs; the last write is the finished report.
     """
-    import tensorflow as tf
-
-    import kvision
     from kvision.report import write_report
 
     t_start = time.perf_counter()
@@ -451,45 +481,63 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
     artifacts = export(run.model, run.splits, run.contract, cfg)
     walls["export"] = time.perf_counter() - t
 
+    def write(stage_running, rows, compression=None):
+        walls["total"] = time.perf_counter() - t_start
+        report = _report(cfg, run, evaluation, walls, rows, compression, stage_running)
+        write_report(report, run_dir)
+        return report
+
     compression = None
-    if cfg.compress.enabled and cfg.compress.techniques:
+    compressing = cfg.compress.enabled and cfg.compress.techniques
+    if compressing:
+        write("compress", [a.to_dict() for a in artifacts])
         t = time.perf_counter()
         compressed, compression = compress(run, cfg, verbose=verbose)
         artifacts = [*artifacts, *compressed]
         walls["compress"] = time.perf_counter() - t
 
-    t = time.perf_counter()
     rows = []
     if cfg.benchmark.enabled:
-        artifacts = benchmark(
+        write("benchmark", [a.to_dict() for a in artifacts], compression)
+        t = time.perf_counter()
+        artifacts, keras_accuracy = benchmark(
             artifacts, run.model, run.splits, run.contract, cfg, evaluation["accuracy"]
         )
         sample = np.zeros((1, *run.contract.shape), np.float32)
-        rows.append(keras_row(run.model, evaluation["accuracy"], cfg, sample, run.fit.checkpoint))
-    walls["benchmark"] = time.perf_counter() - t
-    walls["total"] = time.perf_counter() - t_start
+        rows.append(keras_row(run.model, keras_accuracy, cfg, sample, run.fit.checkpoint))
+        walls["benchmark"] = time.perf_counter() - t
+    return write(None, [*rows, *(a.to_dict() for a in artifacts)], compression)
 
-    for art in artifacts:
-        d = art.to_dict()
-        d["path"] = _relative(d["path"], run_dir)
-        rows.append(d)
+
+def _report(cfg, run, evaluation, walls, rows, compression, in_progress) -> dict:
+    """The report dict of a pipeline run (``in_progress``: the stage still running, or None)."""
+    import tensorflow as tf
+
+    import kvision
+
+    run_dir = cfg.run_dir
+    for row in rows:
+        row["path"] = _relative(row["path"], run_dir)
     data = run.splits.summary()
     data["bad_files_path"] = "bad_files.csv" if run.splits.bad_files else None
     fit = run.fit
-    report = {
-        "schema_version": 1,
-        "run": {
-            "name": cfg.name,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "kvision_version": kvision.__version__,
-            "tensorflow_version": tf.__version__,
-            "host": {
-                "cpu_count": _cpu_count(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-            },
-            "wall_time_s": walls,
+    info = {
+        "name": cfg.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kvision_version": kvision.__version__,
+        "tensorflow_version": tf.__version__,
+        "host": {
+            "cpu_count": _cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
         },
+        "wall_time_s": dict(walls),
+    }
+    if in_progress:
+        info["in_progress"] = in_progress
+    return {
+        "schema_version": 1,
+        "run": info,
         "config": to_dict(cfg),
         "data": data,
         "augmentation": run.augment,
@@ -507,8 +555,6 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
         "compression": compression,
         "artifacts": rows,
     }
-    write_report(report, run_dir)
-    return report
 
 
 def _relative(path: str, base: Path) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from kvision.config import ConfigError, PipelineConfig, save_config, to_dict
+from kvision.errors import InputValueError
 from kvision.io import atomic_write_json
 
 CONFIG_FILE = "config.yaml"
@@ -591,7 +592,7 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
     runner = open_model(model_path)
     contract = _contract_for(model_path, runner.input_tensor, runner.num_outputs)
     if top_k < 1 or top_k > contract.num_classes:
-        raise ValueError(
+        raise InputValueError(
             f"`top_k` should be between 1 and {contract.num_classes}. Received: top_k={top_k}"
         )
     files = list(files)

@@ -138,4 +138,3 @@ def test_compress_counts_a_dataset_of_unknown_length(tmp_path):
     result = compress(model, ds, None, cfg, tmp_path, test=(x, y), resume=False)
     assert result.errors == {}
     assert result.schedule["total_steps"] == 2 * 5
-

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kvision._keras import keras
+from kvision.errors import InputValueError
 
 
 def contract_of(model):
@@ -23,7 +24,7 @@ def check_functional(model, argument: str = "model") -> None:
     """tfmot only rewrites Sequential and functional models; raise a clear error otherwise."""
     if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False):
         return
-    raise ValueError(
+    raise InputValueError(
         f"`{argument}` is a subclassed tf_keras model ({type(model).__name__}); pruning, "
         "clustering and quantization-aware training need a Sequential or functional model. "
         "Rebuild it with the functional API (kvision.models builders are functional)."

@@ -16,6 +16,7 @@ import contextlib
 import os
 
 from kvision._keras import require_tf_keras_model
+from kvision.errors import InputValueError
 
 INSTALL_HINT = (
     "tensorflow-model-optimization is missing: `pip install kvision[compress]` "
@@ -170,7 +171,7 @@ def quantize_apply(annotated, scheme: str = "default"):
         "cluster_sparsity_preserve": lambda: combine.Default8BitClusterPreserveQuantizeScheme(True),
     }
     if scheme not in schemes:
-        raise ValueError(
+        raise InputValueError(
             f"`scheme` should be one of {sorted(schemes)}. Received: scheme={scheme!r}"
         )
     chosen = schemes[scheme]()

@@ -22,6 +22,7 @@ import numpy as np
 
 from kvision.compress.config import CompressConfig
 from kvision.compress.result import REPORT_FILE, CompressionResult
+from kvision.errors import InputTypeError, InputValueError, ModelFileError
 
 
 def compress(
@@ -79,7 +80,9 @@ def compress(
     verbose = fit_verbosity(verbose)
     cfg = cfg or CompressConfig()
     if not isinstance(cfg, CompressConfig):
-        raise TypeError(f"`cfg` should be a CompressConfig. Received: cfg={type(cfg).__name__}")
+        raise InputTypeError(
+            f"`cfg` should be a CompressConfig. Received: cfg={type(cfg).__name__}"
+        )
     _tfmot.check_model(model)
     run_dir = Path(run_dir)
     train_ds = with_known_length(train_ds, cfg.steps_per_epoch, verbose)
@@ -216,7 +219,7 @@ def load_model_for_compression(path):
     except ValueError as exc:
         text = str(exc)
         if "Keras 3" in text or "keras_version" in text or "keras.src" in text:
-            raise ValueError(
+            raise ModelFileError(
                 f"{text} kvision compress uses tensorflow-model-optimization, which only works "
                 "with tf_keras (Keras 2) models: rebuild the model with `import tf_keras as "
                 "keras`, load the weights and save it again."
@@ -503,7 +506,7 @@ def _keras_accuracy(model, x, y) -> float:
 def _arrays(data, argument: str):
     """``(x, y)`` NumPy arrays from a tuple or a batched dataset of ``(images, labels)``."""
     if data is None:
-        raise ValueError(f"`{argument}` is required (a dataset or an (x, y) tuple).")
+        raise InputValueError(f"`{argument}` is required (a dataset or an (x, y) tuple).")
     if isinstance(data, tuple | list) and len(data) == 2:
         return np.asarray(data[0], dtype=np.float32), np.asarray(data[1]).astype(np.int64)
     xs, ys = [], []
@@ -511,5 +514,5 @@ def _arrays(data, argument: str):
         xs.append(np.asarray(batch[0], dtype=np.float32))
         ys.append(np.asarray(batch[1]).astype(np.int64))
     if not xs:
-        raise ValueError(f"`{argument}` yielded no batches.")
+        raise InputValueError(f"`{argument}` yielded no batches.")
     return np.concatenate(xs), np.concatenate(ys)

@@ -25,6 +25,7 @@ from kvision.compress._models import (
 )
 from kvision.compress.config import ClusterConfig
 from kvision.compress.layer_report import LayerReport
+from kvision.errors import InputValueError
 
 
 def cluster_model(model, cfg: ClusterConfig):
@@ -54,7 +55,7 @@ def cluster_model(model, cfg: ClusterConfig):
         decisions[layer.name] = action
         report.add(layer, action, reason)
     if not report.count("clustered"):
-        raise ValueError(
+        raise InputValueError(
             "No layer of the model can be clustered (tfmot clusters Conv/Dense-type kernels). "
             f"Layers: {[(r.layer, r.type, r.reason) for r in report.rows][:10]}"
         )

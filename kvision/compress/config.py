@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from kvision.errors import InputValueError
+
 TECHNIQUES = ("ptq", "qat", "prune", "pqat", "cluster", "cqat", "distill")
 PTQ_VARIANTS = ("float32", "float16", "dynamic", "int8", "int8_float_io", "int16x8")
 SCHEDULES = ("polynomial", "constant")
@@ -23,7 +25,7 @@ QAT_OUTPUTS = ("int8", "int8_float_io")
 
 def _check(cond: bool, name: str, value, allowed: str) -> None:
     if not cond:
-        raise ValueError(f"`{name}` should be {allowed}. Received: {name}={value!r}")
+        raise InputValueError(f"`{name}` should be {allowed}. Received: {name}={value!r}")
 
 
 def _check_choices(values, name: str, allowed: tuple) -> None:
@@ -45,7 +47,7 @@ class _Section:
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(data) - set(names))
         if unknown:
-            raise ValueError(f"Unknown {cls.__name__} field(s) {unknown}. Allowed: {names}.")
+            raise InputValueError(f"Unknown {cls.__name__} field(s) {unknown}. Allowed: {names}.")
         return cls(**data)
 
 
@@ -339,7 +341,7 @@ class CompressConfig(_Section):
             if isinstance(value, dict):
                 setattr(self, name, cls.from_dict(value))
             elif not isinstance(value, cls):
-                raise ValueError(
+                raise InputValueError(
                     f"`{name}` should be a {cls.__name__} or a dict. "
                     f"Received: {name}={type(value).__name__}"
                 )

@@ -21,6 +21,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from kvision._keras import keras, require_tf_keras_model
+from kvision.errors import InputValueError
 
 _EPS = 1e-7
 
@@ -45,9 +46,9 @@ def distillation_loss(y_true, teacher_probs, student_probs, temperature: float, 
         0.0
     """
     if temperature <= 0:
-        raise ValueError(f"`temperature` should be > 0. Received: temperature={temperature}")
+        raise InputValueError(f"`temperature` should be > 0. Received: temperature={temperature}")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"`alpha` should be in [0, 1]. Received: alpha={alpha}")
+        raise InputValueError(f"`alpha` should be in [0, 1]. Received: alpha={alpha}")
     student_probs = tf.convert_to_tensor(student_probs, tf.float32)
     teacher_probs = tf.convert_to_tensor(teacher_probs, tf.float32)
     hard = keras.losses.sparse_categorical_crossentropy(y_true, student_probs)
@@ -83,11 +84,13 @@ class Distiller(keras.Model):
         require_tf_keras_model(student, "student")
         require_tf_keras_model(teacher, "teacher")
         if temperature <= 0:
-            raise ValueError(f"`temperature` should be > 0. Received: temperature={temperature}")
+            raise InputValueError(
+                f"`temperature` should be > 0. Received: temperature={temperature}"
+            )
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"`alpha` should be in [0, 1]. Received: alpha={alpha}")
+            raise InputValueError(f"`alpha` should be in [0, 1]. Received: alpha={alpha}")
         if student.output_shape[-1] != teacher.output_shape[-1]:
-            raise ValueError(
+            raise InputValueError(
                 f"`student` has {student.output_shape[-1]} classes, `teacher` "
                 f"{teacher.output_shape[-1]}; they should match."
             )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from kvision._keras import keras
+from kvision.errors import InputValueError
 
 
 def count_steps(train_ds, steps_per_epoch: int | None) -> int:
@@ -27,18 +28,18 @@ def count_steps(train_ds, steps_per_epoch: int | None) -> int:
     """
     if steps_per_epoch is not None:
         if int(steps_per_epoch) < 1:
-            raise ValueError(
+            raise InputValueError(
                 f"`steps_per_epoch` should be >= 1. Received: steps_per_epoch={steps_per_epoch}"
             )
         return int(steps_per_epoch)
     n = int(train_ds.cardinality())
     if n < 0:
-        raise ValueError(
+        raise InputValueError(
             "The training dataset has unknown length: pass `steps_per_epoch` "
             "(CompressConfig.steps_per_epoch)."
         )
     if n == 0:
-        raise ValueError("The training dataset is empty.")
+        raise InputValueError("The training dataset is empty.")
     return n
 
 
@@ -60,7 +61,7 @@ def with_known_length(train_ds, steps_per_epoch: int | None = None, verbose: int
         return train_ds
     n = int(train_ds.cardinality())
     if n == int(tf.data.INFINITE_CARDINALITY):
-        raise ValueError(
+        raise InputValueError(
             "The training dataset repeats forever: set `steps_per_epoch` "
             "(CompressConfig.steps_per_epoch, compress.steps_per_epoch=N)."
         )
@@ -68,7 +69,7 @@ def with_known_length(train_ds, steps_per_epoch: int | None = None, verbose: int
         return train_ds
     n = int(train_ds.reduce(np.int64(0), lambda count, _: count + 1).numpy())
     if n == 0:
-        raise ValueError("The training dataset yielded no batches.")
+        raise InputValueError("The training dataset yielded no batches.")
     if verbose:
         print(f"compress: the training dataset has unknown length; counted {n} batches")
     return train_ds.apply(tf.data.experimental.assert_cardinality(n))

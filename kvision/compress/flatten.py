@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 
 from kvision._keras import keras
+from kvision.errors import InputValueError
 
 
 def is_graph_model(layer) -> bool:
@@ -101,7 +102,7 @@ class _Builder:
         model = self.model
         input_layers = getattr(model, "_input_layers", None) or []
         if not model.inputs or len(input_layers) != len(model.inputs):
-            raise ValueError(
+            raise InputValueError(
                 f"Model {model.name!r} has no defined input: build it with `keras.Input(...)` "
                 "(or `input_shape=` on its first layer) before compressing it."
             )
@@ -143,7 +144,7 @@ class _Builder:
 
     def _apply_sequential(self, model, inputs: list, training, path: tuple) -> list:
         if len(inputs) != 1:
-            raise ValueError(f"Sequential model {model.name!r} got {len(inputs)} inputs.")
+            raise InputValueError(f"Sequential model {model.name!r} got {len(inputs)} inputs.")
         x = inputs[0]
         for layer in model.layers:
             if isinstance(layer, keras.layers.InputLayer):
@@ -158,13 +159,13 @@ class _Builder:
         training = explicit if explicit is not None else training
         mask = kwargs.pop("mask", None)
         if mask is not None:
-            raise ValueError(
+            raise InputValueError(
                 f"Layer {layer.name!r} is called with a mask; kvision cannot inline masked "
                 "nested models."
             )
         if is_graph_model(layer):
             if kwargs or len(args) > 2 or (len(args) == 2 and not isinstance(args[1], bool)):
-                raise ValueError(
+                raise InputValueError(
                     f"Nested model {layer.name!r} is called with arguments kvision cannot "
                     f"inline: {sorted(kwargs) or args[1:]}."
                 )
@@ -195,7 +196,7 @@ class _Builder:
         try:
             config = layer.get_config()
         except NotImplementedError as exc:
-            raise ValueError(
+            raise InputValueError(
                 f"Layer {layer.name!r} ({type(layer).__name__}) has no get_config(), so the "
                 "model cannot be copied for compression; implement get_config()."
             ) from exc

@@ -27,6 +27,7 @@ from kvision.compress import _tfmot
 from kvision.compress._models import clone_with, copy_model, flat_layers, nested_model_reason
 from kvision.compress.config import PruneConfig
 from kvision.compress.layer_report import LayerReport
+from kvision.errors import InputValueError
 
 _UPDATES = 10  # pruning updates spread over [begin, end] when the frequency is derived
 
@@ -64,7 +65,7 @@ def resolve_schedule(cfg: PruneConfig, total_steps: int) -> PruneSchedule:
     """
     total_steps = int(total_steps)
     if total_steps < 2:
-        raise ValueError(
+        raise InputValueError(
             f"Pruning needs at least 2 fine-tuning steps. Received: total_steps={total_steps}"
         )
     last = total_steps - 1  # steps are numbered 0 .. total_steps - 1
@@ -82,7 +83,7 @@ def resolve_schedule(cfg: PruneConfig, total_steps: int) -> PruneSchedule:
     else:
         frequency = int(cfg.frequency)
         if frequency > end - begin:
-            raise ValueError(
+            raise InputValueError(
                 f"`frequency`={frequency} is longer than the pruning window "
                 f"[{begin}, {end}] of a {total_steps}-step run: no update would reach the "
                 "target. Use frequency=None (derived) or a smaller value."
@@ -184,7 +185,7 @@ def prune_model(model, cfg: PruneConfig, total_steps: int):
         try:
             policy.ensure_model_supports_pruning(base)
         except ValueError as exc:
-            raise ValueError(
+            raise InputValueError(
                 "prune.xnnpack_policy=True needs a model XNNPACK's sparse inference can use: "
                 f"{exc}. Set prune.xnnpack_policy=False to prune without the policy."
             ) from exc
@@ -230,7 +231,7 @@ def prune_model(model, cfg: PruneConfig, total_steps: int):
         return _tfmot.prune_low_magnitude(layer, **kwargs)
 
     if not report.count("pruned"):
-        raise ValueError(
+        raise InputValueError(
             "No layer of the model can be pruned (tfmot prunes Conv/Dense-type kernels). "
             f"Layers: {[(r.layer, r.type, r.reason) for r in report.rows][:10]}"
         )

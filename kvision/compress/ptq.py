@@ -18,6 +18,7 @@ import numpy as np
 
 from kvision.compress.artifacts import build_artifact
 from kvision.compress.config import PTQConfig
+from kvision.errors import InputValueError
 
 _NEEDS_CALIBRATION = ("int8", "int8_float_io", "int16x8")
 
@@ -38,7 +39,7 @@ def representative_images(dataset, count: int, seed: int = 0) -> np.ndarray:
         (300, 28, 28, 1)
     """
     if count < 1:
-        raise ValueError(f"`count` should be >= 1. Received: count={count}")
+        raise InputValueError(f"`count` should be >= 1. Received: count={count}")
     if isinstance(dataset, np.ndarray):
         x = dataset.astype(np.float32)
     else:
@@ -50,7 +51,7 @@ def representative_images(dataset, count: int, seed: int = 0) -> np.ndarray:
             if n >= count:
                 break
         if not chunks:
-            raise ValueError("The calibration dataset yielded no images.")
+            raise InputValueError("The calibration dataset yielded no images.")
         x = np.concatenate(chunks)
     order = np.random.default_rng(seed).permutation(len(x))
     return x[order[:count]]

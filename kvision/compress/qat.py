@@ -33,6 +33,7 @@ from kvision.compress._models import (
 )
 from kvision.compress.folding import unfoldable_batchnorms
 from kvision.compress.layer_report import LayerReport
+from kvision.errors import InputValueError
 
 SCHEMES = ("default", "prune_preserve", "cluster_preserve", "cluster_sparsity_preserve")
 _FOLDED = ("BatchNormalization",)
@@ -127,7 +128,7 @@ def quantize_model(model, scheme: str = "default", skip_layers=()):
     """
     _tfmot.check_model(model)
     if scheme not in SCHEMES:
-        raise ValueError(f"`scheme` should be one of {SCHEMES}. Received: scheme={scheme!r}")
+        raise InputValueError(f"`scheme` should be one of {SCHEMES}. Received: scheme={scheme!r}")
     contract = contract_of(model)
     base = copy_model(model)
     registry = _tfmot.quantize_registry()
@@ -138,7 +139,7 @@ def quantize_model(model, scheme: str = "default", skip_layers=()):
     annotated = {name for name, reason in skips.items() if reason is None}
     skips.update(unfoldable_batchnorms(base, annotated))
     if all(reason is not None for reason in skips.values()):
-        raise ValueError(
+        raise InputValueError(
             "No layer of the model can be quantized by tfmot. Layers: "
             f"{[(n, r) for n, r in skips.items()][:10]}"
         )
@@ -153,7 +154,7 @@ def quantize_model(model, scheme: str = "default", skip_layers=()):
         try:
             qat = _tfmot.quantize_apply(annotated, scheme)
         except (ValueError, RuntimeError, TypeError) as exc:
-            raise ValueError(
+            raise InputValueError(
                 f"tfmot could not apply quantization ({scheme}) to {model.name}: "
                 f"{' '.join(str(exc).split())[:400]}. Layers left in float so far: "
                 f"{[n for n, r in skips.items() if r]}. Add the failing layer to "

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.errors import InputValueError
 from kvision.export.converter import layer_of_tensor
 
 _WEIGHT_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "TRANSPOSE_CONV": 1}
@@ -98,7 +99,7 @@ def tflite_weight_stats(path, layer_names=None, with_values: bool = False) -> li
     label = "model bytes" if isinstance(path, bytes | bytearray) else str(path)
     data = bytes(path) if isinstance(path, bytes | bytearray) else Path(path).read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
-        raise ValueError(f"{label} is not a TFLite flatbuffer (no 'TFL3' identifier).")
+        raise InputValueError(f"{label} is not a TFLite flatbuffer (no 'TFL3' identifier).")
     op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     try:
@@ -125,7 +126,7 @@ def tflite_weight_stats(path, layer_names=None, with_values: bool = False) -> li
             if with_values:
                 rows[-1]["values"] = values
     except (IndexError, ValueError, TypeError) as exc:
-        raise ValueError(f"{label} is not a readable TFLite flatbuffer: {exc}") from exc
+        raise InputValueError(f"{label} is not a readable TFLite flatbuffer: {exc}") from exc
     return rows
 
 

@@ -49,7 +49,7 @@ def test_reference_model_matches_metadata_and_golden(name):
 
 
 @pytest.fixture(scope="module")
-def test_split():
+def fashion_mnist_test():
     """The test split of the references' training dataset: uint8 [N, 28, 28, 1] and labels."""
     dataset = META["training"]["dataset"]
     try:
@@ -62,9 +62,9 @@ def test_split():
 
 
 @pytest.fixture(scope="module")
-def measured(test_split):
+def measured(fashion_mnist_test):
     """Per file: size on disk, LiteRT input dtype and top-1 predictions on the whole test split."""
-    images, _ = test_split
+    images, _ = fashion_mnist_test
     out = {}
     for name in (FLOAT, INT8):
         path = REF / name
@@ -76,8 +76,8 @@ def measured(test_split):
     return out
 
 
-def test_int8_reference_is_smaller_and_as_accurate(test_split, measured):
-    _, labels = test_split
+def test_int8_reference_is_smaller_and_as_accurate(fashion_mnist_test, measured):
+    _, labels = fashion_mnist_test
     f, q = measured[FLOAT], measured[INT8]
     assert q["size"] < INT8_SIZE_RATIO_MAX * f["size"], (q["size"], f["size"])
     assert (f["dtype"], q["dtype"]) == ("float32", "int8")
@@ -88,8 +88,8 @@ def test_int8_reference_is_smaller_and_as_accurate(test_split, measured):
     assert np.mean(q["top1"] == f["top1"]) >= TOP1_AGREEMENT_MIN
 
 
-def test_metadata_states_the_measured_sizes_and_accuracies(test_split, measured):
-    images, labels = test_split
+def test_metadata_states_the_measured_sizes_and_accuracies(fashion_mnist_test, measured):
+    images, labels = fashion_mnist_test
     n = META["training"]["n_test"]
     # the goldens are the first test images: the references were made on this data
     np.testing.assert_array_equal(

@@ -65,19 +65,18 @@ class AugmentConfig:
 
     Args:
         enabled: switch augmentation on or off.
-        transforms: names of transforms with their options, e.g. ``["flip", "translate"]`` or
-            ``[{"name": "rotate", "factor": 0.05}]``. See ``kvision.augment.list_transforms()``.
+        transforms: ``auto`` (default: chosen from the dataset, see :mod:`kvision.auto`: a
+            horizontal flip for Fashion-MNIST; small shifts, rotations and zooms and no flips for
+            any other dataset) or a list of transforms with their options, e.g.
+            ``["flip", "translate"]`` or ``[{"name": "rotate", "factor": 0.05}]``. See
+            ``kvision.augment.list_transforms()``.
         preview: write a preview grid PNG of augmented samples into the run directory.
         on: ``data`` (default: in ``tf.data`` on the CPU) or ``device`` (inside the train step,
             on the GPU when there is one). Never inside the exported model either way.
     """
 
     enabled: bool = True
-    transforms: list = field(
-        default_factory=lambda: [
-            {"name": "flip", "mode": "horizontal"},
-        ]
-    )
+    transforms: list | str = "auto"
     preview: bool = True
     on: str = "data"
 
@@ -110,7 +109,9 @@ class TrainConfig:
     """Keras ``fit`` settings.
 
     Args:
-        epochs: number of epochs.
+        epochs: number of epochs, or ``auto`` (default): 14 for a dataset of Fashion-MNIST's
+            size, more for a smaller one so that training still gets about 3,000 optimizer
+            steps (at most 60 epochs; see :mod:`kvision.auto`).
         learning_rate: peak learning rate of the cosine schedule.
         warmup_epochs: linear warm-up length (epochs, may be fractional).
         optimizer: ``adam``, ``adamw`` or ``sgd``.
@@ -127,7 +128,7 @@ class TrainConfig:
         finetune_lr_factor: phase 2 learning rate = ``learning_rate`` times this.
     """
 
-    epochs: int = 14
+    epochs: int | str = "auto"
     learning_rate: float = 3e-3
     warmup_epochs: float = 0.5
     optimizer: str = "adamw"
@@ -426,8 +427,20 @@ def _validate(obj, where: str) -> None:
             raise ConfigError(
                 f"`data.batch_size` should be >= 1. Received: batch_size={obj.batch_size}"
             )
+    if isinstance(obj, AugmentConfig) and isinstance(obj.transforms, str):
+        if obj.transforms != "auto":
+            raise ConfigError(
+                "`augment.transforms` should be `auto` or a list of transforms. "
+                f"Received: transforms={obj.transforms!r}"
+            )
     if isinstance(obj, TrainConfig):
-        if obj.epochs < 1:
+        if isinstance(obj.epochs, str):
+            if obj.epochs != "auto":
+                raise ConfigError(
+                    "`train.epochs` should be a whole number >= 1 or `auto`. "
+                    f"Received: epochs={obj.epochs!r}"
+                )
+        elif obj.epochs < 1:
             raise ConfigError(f"`train.epochs` should be >= 1. Received: epochs={obj.epochs}")
         if obj.learning_rate <= 0:
             raise ConfigError(

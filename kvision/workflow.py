@@ -37,6 +37,8 @@ class TrainedRun:
     fit: object
     augment: dict
     wall_s: float
+    epochs: int | None = None
+    epochs_reason: str | None = None
 
 
 def prepare_run_dir(cfg: PipelineConfig, fresh: bool = False) -> Path:
@@ -172,6 +174,7 @@ def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRu
     contract = InputContract.from_model(model)
     contract.save(run_dir / "checkpoints")
     augmenter, augment_info = augmentation(cfg, splits, contract, run_dir)
+    train_cfg, epochs_reason = training_config(cfg, splits)
 
     transfer = bool(cfg.model.transfer_from)
     train_dir = run_dir / "phase2" if transfer else run_dir
@@ -196,15 +199,15 @@ def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRu
             from kvision.train.transfer import fit_transfer
 
             _, result = fit_transfer(
-                model, train_ds, val_ds, cfg.train, run_dir, head_epochs=cfg.train.head_epochs,
-                finetune_epochs=cfg.train.epochs, unfreeze_blocks=cfg.train.unfreeze_blocks,
+                model, train_ds, val_ds, train_cfg, run_dir, head_epochs=cfg.train.head_epochs,
+                finetune_epochs=train_cfg.epochs, unfreeze_blocks=cfg.train.unfreeze_blocks,
                 finetune_lr_factor=cfg.train.finetune_lr_factor, class_weight=weights,
                 verbose=verbose, device_augmenter=augmenter if on_device else None,
                 expected_steps=expected,
             )  # fmt: skip
         else:
             result = fit(
-                model, train_ds, val_ds, cfg.train, run_dir, class_weight=weights,
+                model, train_ds, val_ds, train_cfg, run_dir, class_weight=weights,
                 verbose=verbose, device_augmenter=augmenter if on_device else None,
                 expected_steps=expected,
             )  # fmt: skip
@@ -217,18 +220,40 @@ def train(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TrainedRu
     if best.is_file():
         model = load_model(best)
     model = _float32_model(attach_contract(model, contract))
-    return TrainedRun(model, contract, splits, result, augment_info, time.perf_counter() - t0)
+    wall = time.perf_counter() - t0
+    return TrainedRun(model, contract, splits, result, augment_info, wall, train_cfg.epochs,
+                      epochs_reason)  # fmt: skip
+
+
+def training_config(cfg: PipelineConfig, splits):
+    """``cfg.train`` with ``epochs: auto`` resolved from the training split's size
+    (:func:`kvision.auto.choose_epochs`). Returns ``(TrainConfig, reason or None)``."""
+    import dataclasses
+
+    from kvision.auto import AUTO, choose_epochs
+
+    if cfg.train.epochs != AUTO:
+        return cfg.train, None
+    choice = choose_epochs(len(splits.train), cfg.data.batch_size)
+    return dataclasses.replace(cfg.train, epochs=choice.value), choice.reason
 
 
 def augmentation(cfg: PipelineConfig, splits, contract, run_dir: Path | None):
     """The configured augmenter (or None) and its report entry; writes the preview grid into
-    ``run_dir`` (skipped when ``run_dir`` is None)."""
+    ``run_dir`` (skipped when ``run_dir`` is None). ``augment.transforms: auto`` is resolved
+    from the dataset (:func:`kvision.auto.choose_transforms`); the report says what and why."""
+    from kvision.auto import AUTO, choose_transforms
+
     info = {"enabled": cfg.augment.enabled, "transforms": [], "preview_png": None}
-    if not (cfg.augment.enabled and cfg.augment.transforms):
+    specs = cfg.augment.transforms
+    if specs == AUTO:
+        choice = choose_transforms(cfg.data.dataset)
+        specs, info["reason"] = choice.value, choice.reason
+    if not (cfg.augment.enabled and specs):
         return None, info
     from kvision.augment import build_augmenter, write_preview
 
-    augmenter = build_augmenter(cfg.augment.transforms, seed=cfg.train.seed)
+    augmenter = build_augmenter(specs, seed=cfg.train.seed)
     info["transforms"] = augmenter.to_config()
     if cfg.augment.preview and run_dir is not None:
         if splits.train.images is not None:
@@ -543,7 +568,8 @@ def _report(cfg, run, evaluation, walls, rows, compression, in_progress) -> dict
         "data": data,
         "augmentation": run.augment,
         "training": {
-            "epochs": cfg.train.epochs,
+            "epochs": run.epochs if run.epochs is not None else cfg.train.epochs,
+            "epochs_reason": run.epochs_reason,
             "epochs_run": fit.epochs_run,
             "resumed_from_epoch": fit.resumed_from_epoch,
             "best_epoch": fit.best_epoch,

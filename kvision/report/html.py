@@ -252,6 +252,8 @@ def _training_and_data(report: Mapping, run_dir: Path) -> str:
             ("checkpoint", training.get("checkpoint") or DASH),
             ("history", training.get("history_csv") or DASH),
         ]
+        if training.get("epochs_reason"):
+            facts.insert(1, ("epochs chosen", training["epochs_reason"]))
         png = _embedded(run_dir, training.get("curves_png"))
         if png is None and training.get("history_csv"):
             png = _redraw_curves(run_dir, training["history_csv"])
@@ -299,6 +301,8 @@ def _training_and_data(report: Mapping, run_dir: Path) -> str:
                     + (", ".join(fmt_transform(t) for t in transforms) or "none"),
                 )
             )
+            if augmentation.get("reason"):
+                facts.append(("augmentation chosen", augmentation["reason"]))
             if augmentation.get("preview_png"):
                 png = _embedded(run_dir, augmentation["preview_png"])
                 preview = (

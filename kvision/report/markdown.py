@@ -224,6 +224,8 @@ def _data_section(data, augmentation) -> list[str]:
         state = "on" if augmentation["enabled"] else "off"
         listed = ", ".join(fmt_transform(t) for t in transforms) if transforms else "none"
         lines += ["## Augmentation", "", f"Augmentation {state}: {_cell(listed)}", ""]
+        if augmentation.get("reason"):
+            lines += [f"Chosen: {_cell(augmentation['reason'])}", ""]
         if augmentation.get("preview_png"):
             lines += [f"![augmentation preview]({_link(augmentation['preview_png'])})", ""]
     return lines
@@ -239,6 +241,8 @@ def _training_section(training) -> list[str]:
             f"{training['epochs_run']} run of {training['epochs']}"
             + (f" (resumed from epoch {resumed})" if resumed is not None else ""),
         ),
+        *([("epochs chosen", _cell(training["epochs_reason"]))]
+          if training.get("epochs_reason") else []),  # fmt: skip
         ("best epoch", str(training.get("best_epoch") or DASH)),
         ("best val accuracy", fmt_ratio(training.get("best_val_accuracy"))),
         ("checkpoint", f"`{training['checkpoint']}`" if training.get("checkpoint") else DASH),

@@ -26,12 +26,13 @@ The full description with an example is in ``docs/report_schema.md``::
       bad_files           int >= 0                bad_files_path   path (list of skipped files)
     augmentation
       enabled             bool, required          transforms       [str | {name: str, ...}]
-      preview_png         path
+      preview_png         path                    reason           str (why, when chosen: auto)
     training
       epochs              int >= 0, required      epochs_run       int >= 0, required
       resumed_from_epoch  int >= 0                best_epoch       int >= 1 (1-based)
       best_val_accuracy   number in [0, 1]        history_csv      path (Keras CSVLogger)
       curves_png          path                    checkpoint       path
+      epochs_reason       str (why this many epochs, when train.epochs was auto)
     evaluation
       split               str, required ("test")  n                int >= 0
       accuracy            [0, 1], required        macro_f1         [0, 1], required
@@ -142,10 +143,12 @@ _AUGMENTATION = {
     "enabled": _F("bool", True),
     "transforms": _F("list", items=_F("transform", True)),
     "preview_png": _F("path"),
+    "reason": _F("str"),
 }
 _TRAINING = {
     "epochs": _F("int", True, lo=0),
     "epochs_run": _F("int", True, lo=0),
+    "epochs_reason": _F("str"),
     "resumed_from_epoch": _F("int", lo=0),
     "best_epoch": _F("int", lo=1),
     "best_val_accuracy": _RATIO,

@@ -88,7 +88,7 @@ def compress(
     train_ds = with_known_length(train_ds, cfg.steps_per_epoch, verbose)
     x_test, y_test = _arrays(test if test is not None else val_ds, "test")
     samples = _arrays(val_ds if val_ds is not None else train_ds, "val_ds")[0][: cfg.verify_samples]
-    store = technique_store(model, run_dir, x_test, y_test, samples) if resume else None
+    store = technique_store(model, run_dir, train_ds) if resume else None
     # nested models are inlined once: every technique (and the float32 baseline) sees the same
     # leaf layers, so pruning, QAT and clustering reach the layers of a nested backbone too
     origins: dict = {}

@@ -4,10 +4,10 @@ After each technique finishes, :meth:`TechniqueStore.save` writes ``<run_dir>/st
 atomically: what the technique added to the result (artifact rows, per-layer reports, weight
 statistics, schedule, distillation numbers, wall time) and the size and SHA-256 of every file it
 wrote. The state is keyed by a fingerprint of the float model (layer names, classes and weights),
-of the evaluation data, and by that technique's settings (:func:`technique_settings`): a changed
-setting redoes that technique only. :meth:`TechniqueStore.load` returns a state only when the key
-matches *and* every recorded file is still there with the same bytes; anything else (a missing,
-truncated or edited file, another model, a new setting) redoes the technique.
+the shape of the training data, and by that technique's settings (:func:`technique_settings`): a
+changed setting redoes that technique only. :meth:`TechniqueStore.load` returns a state only
+when the key matches *and* every recorded file is still there with the same bytes; anything else
+(a missing, truncated or edited file, another model, a new setting) redoes the technique.
 
 Example::
 
@@ -43,16 +43,6 @@ def model_fingerprint(model) -> str:
     for weight in model.weights:
         value = np.ascontiguousarray(weight.numpy())
         digest.update(f"{weight.name}{value.shape}{value.dtype}".encode())
-        digest.update(value.tobytes())
-    return digest.hexdigest()
-
-
-def array_fingerprint(*arrays) -> str:
-    """SHA-256 of NumPy arrays (shapes, dtypes and bytes), e.g. the test images and labels."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        value = np.ascontiguousarray(array)
-        digest.update(f"{value.shape}{value.dtype};".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
 
@@ -210,21 +200,26 @@ def _plain(obj):
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def technique_store(model, run_dir, x_test, y_test, samples):
-    """The :class:`TechniqueStore` of ``run_dir``, keyed by the float ``model``, the evaluation
-    data (test images and labels, verification samples) and the library versions: a resumed
-    technique must have been made from the same inputs."""
+def technique_store(model, run_dir, train_ds=None):
+    """The :class:`TechniqueStore` of ``run_dir``, keyed by the float ``model``'s fingerprint,
+    the training data's shape (batch spec and number of batches, when known) and the library
+    versions: a resumed technique must have been made from the same model.
+
+    Test accuracy is measured again for every artifact at the end of each run, so the test set is
+    not part of the key.
+    """
     import tensorflow as tf
 
     import kvision
 
     key = {
         "model": model_fingerprint(model),
-        "test": array_fingerprint(x_test, y_test),
-        "samples": array_fingerprint(samples),
         "kvision": kvision.__version__,
         "tensorflow": tf.__version__,
     }
+    if isinstance(train_ds, tf.data.Dataset):
+        key["train_batches"] = int(train_ds.cardinality())
+        key["train_spec"] = str(train_ds.element_spec)
     return TechniqueStore(run_dir, key)
 
 

@@ -270,17 +270,28 @@ def latency_figure(artifacts: Sequence[Mapping]):
 
 
 def accuracy_latency_figure(artifacts: Sequence[Mapping], reference_accuracy=None):
-    """Scatter of accuracy vs p50 latency, one point per artifact; ``None`` if nothing to plot.
+    """Scatter of accuracy vs p50 latency on a log latency axis, one point per artifact; ``None``
+    if nothing to plot.
+
+    The latency axis is logarithmic, with tick labels in plain milliseconds (0.1, 0.2, 0.5, 1 ...),
+    so that a 0.15 ms TFLite file and a 3 ms one are both readable. Artifacts without a positive
+    latency or without an accuracy are left out.
 
     Args:
         artifacts: report artifact dicts (``metrics.accuracy``, ``latency.p50_ms``, ``format``).
         reference_accuracy: drawn as a dashed line, e.g. the Keras test accuracy (optional).
+
+    Example:
+        >>> rows = [{"name": "a", "format": "tflite", "metrics": {"accuracy": 0.9},
+        ...          "latency": {"p50_ms": 0.15}}]
+        >>> accuracy_latency_figure(rows).axes[0].get_xscale()
+        'log'
     """
     rows = [
         a
         for a in artifacts
         if _num((a.get("metrics") or {}).get("accuracy")) is not None
-        and _num((a.get("latency") or {}).get("p50_ms")) is not None
+        and (_num((a.get("latency") or {}).get("p50_ms")) or 0) > 0
     ]
     if not rows:
         return None
@@ -296,21 +307,54 @@ def accuracy_latency_figure(artifacts: Sequence[Mapping], reference_accuracy=Non
     ref = _num(reference_accuracy)
     if ref is not None:
         ax.axhline(ref, color=MUTED_COLOR, ls="--", lw=1, label=f"Keras {ref:.4f}", zorder=1)
-    ax.set_xlabel("p50 latency (ms)")
+    ax.set_xlabel("p50 latency (ms, log scale)")
     ax.set_ylabel("accuracy")
-    ax.set_xlim(left=0, right=max(a["latency"]["p50_ms"] for a in rows) * 1.3 or 1)
-    label_points(
-        ax,
-        [(a["latency"]["p50_ms"], a["metrics"]["accuracy"]) for a in rows],
-        [str(a.get("name")) for a in rows],
-    )
+    latencies = [a["latency"]["p50_ms"] for a in rows]
+    _log_ms_axis(ax, min(latencies) / 1.25, max(latencies) * 1.25)  # room for labels
     ax.set_title(
         "Accuracy vs latency (up-left is better)", loc="left", fontsize=11, color=TEXT_COLOR
     )
     ax.legend(frameon=False, fontsize=9, loc="best")
     _style(ax)
     fig.tight_layout()
+    label_points(  # last: it places labels in display pixels
+        ax,
+        [(a["latency"]["p50_ms"], a["metrics"]["accuracy"]) for a in rows],
+        [str(a.get("name")) for a in rows],
+    )
     return fig
+
+
+def _log_ms_axis(ax, lo: float, hi: float, max_ticks: int = 7) -> None:
+    """A log x axis over ``lo``..``hi`` widened to the 1-2-5 values around them, with plain-number
+    ticks (``0.1``, ``0.2``, ``0.5``, ``1`` ...): the 1-2-5 series; 1-1.5-2-3-5-7 when that gives
+    fewer than three ticks; powers of ten (every n-th) when it gives more than ``max_ticks``. No
+    minor tick labels."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+    first, last = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+
+    def series(mantissas, every: int = 1):
+        return [m * 10.0**e for e in range(first, last + 1, every) for m in mantissas]
+
+    lo = max(v for v in series((1, 2, 5)) if v <= lo * (1 + 1e-9))
+    hi = min(v for v in series((1, 2, 5)) if v >= hi * (1 - 1e-9))
+    ax.set_xscale("log")
+    ax.set_xlim(lo, hi)
+
+    def within(values):
+        return [v for v in values if lo * (1 - 1e-9) <= v <= hi * (1 + 1e-9)]
+
+    ticks = within(series((1, 2, 5)))
+    if len(ticks) < 3:
+        ticks = within(series((1, 1.5, 2, 3, 5, 7)))
+    every = 1
+    while len(ticks) > max_ticks:
+        ticks = within(series((1,), every))
+        every += 1
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def accuracy_size_figure(artifacts: Sequence[Mapping], reference_accuracy=None, floor_points=None):
@@ -349,11 +393,6 @@ def accuracy_size_figure(artifacts: Sequence[Mapping], reference_accuracy=None, 
         ax.scatter([], [], s=40, color=color, label=name)
     ax.legend(frameon=False, fontsize=9, loc="lower right")
     ax.set_xscale("log")
-    label_points(
-        ax,
-        [(a["gzip_bytes"] / 1024, a["metrics"]["accuracy"]) for a in rows],
-        [str(a.get("name")) for a in rows],
-    )
     ax.set_xlabel("gzip size (KB, log scale)")
     ax.set_ylabel("test accuracy")
     ax.set_title(
@@ -364,59 +403,158 @@ def accuracy_size_figure(artifacts: Sequence[Mapping], reference_accuracy=None, 
     )
     _style(ax)
     fig.tight_layout()
+    label_points(  # last: it places labels in display pixels
+        ax,
+        [(a["gzip_bytes"] / 1024, a["metrics"]["accuracy"]) for a in rows],
+        [str(a.get("name")) for a in rows],
+    )
     return fig
 
 
 def label_points(ax, points, labels, fontsize: float = 8) -> None:
     """Name each scatter point without labels overlapping one another or the points.
 
-    Labels go right of their point when there is room; a crowded point gets its label stacked
-    above or below (then left), joined to the point by a thin line. Call it after the axes'
-    scales and limits are set: placement works in display pixels.
+    A label goes right of its point, else left, above or below, where no other point is as near
+    to it as its own (so it cannot be read as another point's name). Where a point finds no such
+    place, its crowd (the points within 40 pt of one another) is labelled as a whole: the labels
+    stacked in one column beside it, joined to their points by thin lines that do not cross.
+    Call it after the axes' layout, scales and limits are final (``tight_layout`` included):
+    placement works in display pixels.
 
     Args:
         ax: the Matplotlib axes holding the points.
         points: ``(x, y)`` in data coordinates.
         labels: one string per point.
+        fontsize: label size in points (default 8).
     """
     if not points:
         return
+    from matplotlib.textpath import TextPath
+
     ax.autoscale_view()
-    dpi = ax.figure.dpi
-    pt = dpi / 72.0  # pixels per typographic point
-    height = fontsize * 1.25 * pt
+    pt = ax.figure.dpi / 72.0  # pixels per typographic point
     xy = ax.transData.transform(np.asarray(points, dtype=np.float64))
-    left, bottom, right, top = ax.bbox.extents  # labels stay inside the axes
+    bounds = ax.bbox.extents  # labels stay inside the axes
     marker = 4.0 * pt
     taken = [(x - marker, y - marker, x + marker, y + marker) for x, y in xy]
+    h = fontsize * 1.25 * pt  # label height and widths, pixels
+    widths = [TextPath((0, 0), str(s), size=fontsize).get_extents().width * pt for s in labels]
     order = sorted(range(len(points)), key=lambda i: (-xy[i][1], xy[i][0]))
-    for i in order:
+    boxes: dict[int, tuple] = {}
+    for i in order:  # beside the point, no line
         x, y = xy[i]
-        width = 0.6 * fontsize * len(labels[i]) * pt
-        candidates = [(6.0, 4.0)]  # offsets of the label's lower-left corner, in points
-        for ring in range(1, 12):
-            step = ring * (fontsize * 1.3)
-            candidates += [(6.0, 4.0 + step), (6.0, 4.0 - step)]
-        candidates += [(-6.0 - width / pt, 4.0 + dy) for _, dy in candidates]
-        chosen = candidates[0]
-        for dx, dy in candidates:
-            box = (x + dx * pt, y + dy * pt, x + dx * pt + width, y + dy * pt + height)
-            inside = left <= box[0] and box[2] <= right and bottom <= box[1] and box[3] <= top
-            if inside and not any(_overlap(box, other) for other in taken):
-                chosen = (dx, dy)
+        w, gap = widths[i], 6.0 * pt
+        for x0, y0 in ((x + gap, y - h / 2), (x - gap - w, y - h / 2), (x - w / 2, y + gap),
+                       (x - w / 2, y - gap - h)):  # fmt: skip
+            box = (x0, y0, x0 + w, y0 + h)
+            own = _distance(box, x, y)
+            if _free(box, bounds, taken) and not any(
+                _distance(box, *p) <= own + pt for j, p in enumerate(xy) if j != i
+            ):
+                boxes[i] = box
                 taken.append(box)
                 break
-        far = abs(chosen[1] - 4.0) > 1 or chosen[0] < 0
+    # a crowd with a point that found no room is labelled as a whole, in one column
+    leaders = []
+    for crowd in _crowds(order, xy, radius=40.0 * pt):
+        if all(i in boxes for i in crowd):
+            continue
+        for i in crowd:
+            if i in boxes:
+                taken.remove(boxes.pop(i))
+        leaders += crowd
+        _stack_column(crowd, xy, widths, h, bounds, taken, boxes, gap=10.0 * pt, marker=marker)
+    for i, box in boxes.items():
         ax.annotate(
             labels[i],
             points[i],
-            xytext=chosen,
+            xytext=((box[0] - xy[i][0]) / pt, (box[1] - xy[i][1]) / pt),
             textcoords="offset points",
             fontsize=fontsize,
             color=TEXT_COLOR,
             va="bottom",
-            arrowprops={"arrowstyle": "-", "color": MUTED_COLOR, "lw": 0.6} if far else None,
-        )
+            arrowprops=None if i not in leaders else {
+                "arrowstyle": "-", "color": MUTED_COLOR, "lw": 0.6, "shrinkA": 1, "shrinkB": 3,
+                "relpos": (0.0 if box[0] > xy[i][0] else 1.0, 0.5),  # from the label's near side
+            },
+        )  # fmt: skip
+
+
+def _crowds(indices, xy, radius: float) -> list[list[int]]:
+    """``indices`` grouped by single linkage: points nearer than ``radius`` pixels share a crowd."""
+    crowds: list[list[int]] = []
+    for i in indices:
+        near = [c for c in crowds if any(math.dist(xy[i], xy[j]) < radius for j in c)]
+        merged = [i] + [j for c in near for j in c]
+        crowds = [c for c in crowds if c not in near] + [merged]
+    return [sorted(c, key=lambda i: (-xy[i][1], xy[i][0])) for c in crowds]
+
+
+def _stack_column(crowd, xy, widths, h, bounds, taken, boxes, gap, marker) -> None:
+    """Labels of one crowd in a column right of it (left when there is no room): free rows from
+    the crowd's top down, then points matched to rows so that no two lines cross."""
+    right = bounds[2]
+    xs = [xy[i][0] for i in crowd]
+    width = max(widths[i] for i in crowd)
+    lo_y, hi_y = min(xy[i][1] for i in crowd) - h, max(xy[i][1] for i in crowd) + h
+    # every marker in the crowd's band counts, so the column clears the whole cluster
+    band = [x for x, y in xy if lo_y <= y <= hi_y and min(xs) - marker <= x <= max(xs) + width]
+    x0 = max(band + xs) + marker + gap
+    on_right = x0 + width <= right
+    if not on_right:
+        x0 = min(xs) - marker - gap - width
+    rows, top_y = [], max(xy[i][1] for i in crowd) + h / 2
+    for _ in crowd:
+        for y1 in [top_y - k * h for k in range(200)] + [top_y + k * h for k in range(1, 200)]:
+            if _free((x0, y1 - h, x0 + width, y1), bounds, taken):
+                break
+        else:  # no free row anywhere: overlap rather than leave the axes
+            y1 = top_y
+        rows.append(y1 - h)
+        taken.append((x0, y1 - h, x0 + width, y1))
+        top_y = min(top_y, y1 - h)
+    rows.sort(reverse=True)
+    ends = [(x0 if on_right else x0 + width, y + h / 2) for y in rows]
+    # start from each point's height where a line falling 1 px per 2 px would meet the column
+    # (of two points level with each other, the nearer one gets the upper row), then uncross
+    match = sorted(crowd, key=lambda i: 0.5 * abs(ends[0][0] - xy[i][0]) - xy[i][1])
+    for _ in range(len(crowd) ** 2):  # each swap shortens the lines in total: it ends
+        pair = next(
+            ((a, b) for a in range(len(match)) for b in range(a + 1, len(match))
+             if _cross(xy[match[a]], ends[a], xy[match[b]], ends[b])),
+            None,
+        )  # fmt: skip
+        if pair is None:
+            break
+        a, b = pair
+        match[a], match[b] = match[b], match[a]
+    for i, y in zip(match, rows, strict=True):
+        x = x0 if on_right else x0 + width - widths[i]
+        boxes[i] = (x, y, x + widths[i], y + h)
+
+
+def _cross(p1, p2, q1, q2) -> bool:
+    """Whether the segments p1-p2 and q1-q2 cross (touching ends do not count)."""
+
+    def side(a, b, c):
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    d1, d2 = side(q1, q2, p1), side(q1, q2, p2)
+    d3, d4 = side(p1, p2, q1), side(p1, p2, q2)
+    return d1 * d2 < 0 and d3 * d4 < 0
+
+
+def _free(box, bounds, taken) -> bool:
+    left, bottom, right, top = bounds
+    inside = left <= box[0] and box[2] <= right and bottom <= box[1] and box[3] <= top
+    return inside and not any(_overlap(box, other) for other in taken)
+
+
+def _distance(box, x: float, y: float) -> float:
+    """Distance from the point ``(x, y)`` to the rectangle ``box`` (0 inside it)."""
+    dx = max(box[0] - x, 0.0, x - box[2])
+    dy = max(box[1] - y, 0.0, y - box[3])
+    return math.hypot(dx, dy)
 
 
 def _overlap(a, b) -> bool:

@@ -36,7 +36,7 @@ def add_deploy_commands(sub) -> None:
 
     p = sub.add_parser("inspect", help="ops, tensors, quantization and size of a .tflite")
     inspect_tflite.build_parser(p)
-    p.set_defaults(handler=inspect_tflite.run_from_args)
+    p.set_defaults(handler=inspect_tflite.run_from_args, needs_tensorflow=False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,11 @@ kvision export --model runs/x/checkpoints/best.keras
 kvision predict --model runs/x/export/tflite/classifier_float32.tflite shirt.png
 kvision config train.epochs=3             # print the resolved config
 kvision list models
+
+Exit status: 0 done; 1 an artifact could not be produced or verified, or an internal error (a bug:
+the traceback is printed); 2 a user error (config, arguments, data or model files), printed as
+one line (``--debug`` shows its traceback); 130 interrupted. TensorFlow's start-up lines are
+hidden unless ``--verbose`` is given.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import importlib
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 _EPILOG = """\
@@ -80,6 +86,11 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's start-up and info log lines (hidden by default)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -155,6 +166,7 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
         "config", help="print the resolved config as YAML", epilog=_EPILOG, formatter_class=fmt
     )
     _add_config_args(p)
+    p.set_defaults(needs_tensorflow=False)
 
     p = sub.add_parser("list", help="list registered models or augmentation transforms")
     p.add_argument("what", choices=["models", "transforms"])
@@ -180,29 +192,45 @@ def _load(args):
 
 
 def main(argv: list[str] | None = None, extensions=()) -> int:
+    """Run ``kvision`` with ``argv``; returns the exit status (see the module docstring).
+
+    A user error (:func:`kvision.errors.is_user_error`) is printed as one line
+    ``kvision CMD: error: ...`` and returns 2; any other exception is a bug in kvision: its
+    traceback and ``kvision CMD: internal error (a bug in kvision, please report it)`` are
+    printed and 1 is returned. ``--debug`` re-raises both.
+    """
     parser = build_parser(extensions)
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    if args.verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        if getattr(args, "needs_tensorflow", True):
+            from kvision import _env
+
+            # Import it here, once, so that its C++ start-up lines can be filtered out.
+            _env.import_tensorflow(quiet=not args.verbose)
         return _dispatch(args)
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume.", file=sys.stderr)
         return 130
     except Exception as exc:
-        if args.debug or not _is_user_error(exc):
+        from kvision.errors import is_user_error
+
+        if args.debug:
             raise
-        print(f"kvision {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-
-
-def _is_user_error(exc) -> bool:
-    from kvision.config import ConfigError
-    from kvision.data import DatasetError
-
-    if "Bad image file" in str(exc):  # on_error=raise inside tf.data surfaces as a TF error
-        return True
-    return isinstance(exc, ConfigError | DatasetError | FileNotFoundError | ValueError | TypeError)
+        if is_user_error(exc):
+            print(f"kvision {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        traceback.print_exc()
+        print(
+            f"kvision {args.command}: internal error (a bug in kvision, please report it): "
+            f"{type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def _dispatch(args) -> int:
@@ -287,7 +315,7 @@ def _dispatch(args) -> int:
 
 def _compress(cfg, args) -> int:
     """``kvision compress --model PATH``: every configured technique on a user's model file."""
-    from kvision import workflow
+    from kvision import _env, workflow
     from kvision.compress import compress, load_model_for_compression
     from kvision.config import ConfigError
 
@@ -299,6 +327,8 @@ def _compress(cfg, args) -> int:
         except ImportError as exc:
             raise ConfigError(f"--import {module}: {exc}") from exc
     model = load_model_for_compression(args.model)
+    if set(cfg.compress.techniques) - {"ptq"}:  # every other technique fine-tunes the model
+        _env.check_trainable(model, f"to fine-tune {args.model}")
     splits = workflow.load_data(cfg)
     train_ds, val_ds, test = workflow.compression_data(cfg, splits, model.kvision_contract)
     out = Path(args.out) if args.out else cfg.run_dir / "compress"

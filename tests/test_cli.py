@@ -69,6 +69,121 @@ def test_user_errors_are_one_clear_line(args, message, capsys, tiny_npz, tmp_pat
     assert message in err and "Traceback" not in err
 
 
+def test_a_bug_is_an_internal_error_with_its_traceback(monkeypatch, capsys):
+    """Only user errors are one-liners: an unexpected exception says it is a bug and shows where
+    (before, every ValueError/TypeError became a one-line `error:`)."""
+    import kvision.config
+
+    def broken(*args, **kwargs):
+        raise ValueError("an inconsistency inside kvision")
+
+    monkeypatch.setattr(kvision.config, "load_config", broken)
+    assert main(["config", "train.epochs=3"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in broken" in err
+    assert err.rstrip().endswith(
+        "kvision config: internal error (a bug in kvision, please report it): "
+        "ValueError: an inconsistency inside kvision"
+    )
+    with pytest.raises(ValueError, match="inconsistency"):
+        main(["--debug", "config"])
+
+
+def test_user_errors_are_typed(capsys, tiny_npz, tmp_path):
+    """What kvision validates raises a user-error type, so the CLI keeps it to one line."""
+    from kvision.errors import UserError, is_user_error
+    from kvision.models import build_model
+
+    with pytest.raises(UserError) as info:
+        build_model("compact_mobilenet", (28, 28, 1), 4, width=-1)
+    assert isinstance(info.value, ValueError) and is_user_error(info.value)
+    assert not is_user_error(ValueError("from numpy")) and not is_user_error(KeyError("k"))
+    assert is_user_error(FileNotFoundError("x")) and is_user_error(kvision_config_error())
+    args = ["train", "data.dataset=npz", f"data.path={tiny_npz}", f"runs_dir={tmp_path}"]
+    for i, (override, message) in enumerate([
+        ("model.options.width=-1", "`width` should be > 0. Received: width=-1"),
+        ("augment.transforms=[twist]", "Unknown transform `twist`"),
+        ("train.class_weights={9: 2.0}", "`train.class_weights` names class 9"),
+    ]):  # fmt: skip
+        assert main([*args, f"name=case{i}", override]) == 2, override
+        err = capsys.readouterr().err
+        assert f"kvision train: error: {message}" in err and "Traceback" not in err, err
+
+
+def kvision_config_error():
+    from kvision.config import ConfigError
+
+    return ConfigError("bad key")
+
+
+def _without_log_level():
+    import os
+
+    return {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+
+def test_tensorflow_start_up_lines_only_with_verbose():
+    """`kvision list models` imports TensorFlow: by default no start-up line (written from C++
+    before TF_CPP_MIN_LOG_LEVEL applies), with --verbose TensorFlow's own log lines."""
+    import re
+
+    from kvision._env import STARTUP_NOISE
+
+    absl_line = re.compile(r"^[IWEF]\d{4} ", re.M)
+    cmd = [sys.executable, "-m", "deploy.cli", "list", "models"]
+    quiet = subprocess.run(cmd, capture_output=True, text=True, env=_without_log_level())
+    assert quiet.returncode == 0, quiet.stderr
+    assert "compact_mobilenet" in quiet.stdout
+    assert not absl_line.search(quiet.stderr) and not STARTUP_NOISE.search(quiet.stderr), (
+        quiet.stderr
+    )
+    loud = subprocess.run(
+        [*cmd[:3], "--verbose", *cmd[3:]], capture_output=True, text=True, env=_without_log_level()
+    )
+    assert loud.returncode == 0, loud.stderr
+    assert absl_line.search(loud.stderr) and STARTUP_NOISE.search(loud.stderr), loud.stderr
+
+
+def test_quiet_start_up_passes_other_stderr_lines_through(capfd):
+    """The filter drops only the known start-up lines: anything else written to fd 2 while
+    TensorFlow loads (a real error) still reaches the user, in order."""
+    import os
+
+    from kvision._env import filtered_stderr
+
+    with filtered_stderr():
+        os.write(2, b"I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on. ...\n")
+        os.write(2, b"E0000 00:00:1.0 1 loader.cc:9] could not load libfoo.so\n")
+        os.write(2, b"E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: x\n")
+        os.write(2, b"UserWarning: something\n")
+    err = capfd.readouterr().err
+    assert (
+        err == "E0000 00:00:1.0 1 loader.cc:9] could not load libfoo.so\nUserWarning: something\n"
+    )
+
+
+def test_tiny_train_then_predict_end_to_end(tmp_path, tiny_npz):
+    """The fast end-to-end check of the real command: `kvision train`, then `kvision predict`
+    with the checkpoint it wrote (the full pipeline test is marked slow)."""
+    run = [
+        sys.executable, "-m", "deploy.cli", "train", "data.dataset=npz", f"data.path={tiny_npz}",
+        "data.batch_size=16", "data.val_split=0.25", f"runs_dir={tmp_path}", "name=t",
+        "model.name=lenet", "model.options.filters=[4,8]", "model.options.dense_units=8",
+        "train.epochs=1", "augment.enabled=false",
+    ]  # fmt: skip
+    out = subprocess.run(run, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    checkpoint = tmp_path / "t" / "checkpoints" / "best.keras"
+    assert checkpoint.is_file() and "best val accuracy" in out.stdout
+    img = tmp_path / "x.png"
+    Image.fromarray(np.full((28, 28), 200, np.uint8)).save(img)
+    cmd = [sys.executable, "-m", "deploy.cli", "predict", "--model", str(checkpoint), str(img)]
+    p = subprocess.run([*cmd, "--json"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    top = json.loads(p.stdout)[0]["top_k"]
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"]
+
+
 def test_list_models(capsys):
     assert main(["list", "models"]) == 0
     assert "compact_mobilenet" in capsys.readouterr().out.split()

@@ -43,7 +43,7 @@ def test_yaml_round_trip(tmp_path):
     [
         ("train.epoch=3", "Did you mean `train.epochs`"),
         ("trian.epochs=3", "Did you mean `train`"),
-        ("train.epochs=three", "`train.epochs` should be int"),
+        ("train.epochs=three", "`train.epochs` should be a whole number >= 1 or `auto`"),
         ("train.epochs=0", "`train.epochs` should be >= 1"),
         ("augment.enabled=7", "`augment.enabled` should be bool"),
         ("data.dataset=cifar", "`data.dataset` should be one of"),
@@ -76,3 +76,19 @@ def test_bad_files(tmp_path):
 def test_run_dir():
     cfg = PipelineConfig(name="x", runs_dir="out")
     assert str(cfg.run_dir) == "out/x"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.class_weights={0: 5.0}", {0: 5.0, 1: 1.0, 2: 1.0, 3: 1.0}),
+        ('train.class_weights={"3": 2}', {0: 1.0, 1: 1.0, 2: 1.0, 3: 2.0}),
+        ("train.class_weights=balanced", {0: 1.0, 1: 1.0, 2: 1.0, 3: 1.0}),
+    ],
+)
+def test_class_weights_from_an_override(override, expected):
+    """YAML gives int keys for {0: 5.0} and str keys for {"3": 2}: both name classes."""
+    from kvision.train import class_weights_for
+
+    cfg = load_config(overrides=[override])
+    assert class_weights_for([0, 1, 2, 3], cfg.train.class_weights, 4) == expected

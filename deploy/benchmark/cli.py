@@ -6,8 +6,11 @@ Examples::
         --out runs/x/benchmark --floor 0.85
     kvision benchmark model.tflite other.tflite --delegate gpu --delegate /opt/libedgetpu.so.1
 
-Exit status: 0 when every row ran (``ok``) or was ``unavailable`` here; 1 when a row fell under
-``--floor`` (or, with ``--strict``, any row failed); 2 on bad arguments.
+Exit status: 0 when every row ran (``ok``) or its runtime is ``unavailable`` here; 1 when an
+artifact is broken (a ``failed_load``, ``failed_run`` or ``failed_validation`` row) or a row fell
+under ``--floor``, and with ``--strict`` also when no row ran at all; 2 on bad arguments (a user
+error, one line). Anything else is a bug in kvision: ``kvision benchmark`` prints its traceback
+and exits 1.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from pathlib import Path
 
 from deploy.benchmark.data import DATASET_KINDS
+from kvision.errors import InputValueError
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -53,7 +57,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--runs", type=int, default=100, help="timed batch-1 calls (100)")
     p.add_argument("--batch-size", type=int, default=32, help="throughput batch (32)")
     p.add_argument("--throughput-runs", type=int, default=20, help="timed batch-N calls (20)")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any row failed")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="also exit 1 when no row ran (every runtime unavailable); broken artifacts and "
+        "floor misses always exit 1",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -65,10 +74,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_from_args(args) -> int:
+    """Run the benchmark for parsed ``args``; returns the exit status (module docstring).
+
+    User errors (:func:`kvision.errors.is_user_error`: a missing artifact, a bad option or
+    dataset) print one line and return 2; other exceptions propagate (``kvision`` reports them
+    as internal errors).
+    """
     from deploy.benchmark.data import EvalData
     from deploy.benchmark.outputs import render_markdown
     from deploy.benchmark.run import run_benchmark
-    from deploy.benchmark.schema import FAILED
+    from kvision.errors import is_user_error
 
     try:
         artifacts = expand_artifacts(args.artifacts)
@@ -91,20 +106,33 @@ def run_from_args(args) -> int:
             throughput_runs=args.throughput_runs,
             progress=not args.no_progress,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except Exception as exc:
+        if not is_user_error(exc):
+            raise
         print(f"kvision benchmark: error: {exc}", file=sys.stderr)
         return 2
     print(render_markdown(doc))
     if args.out:
         print(f"written: {Path(args.out) / 'benchmark.json'} (+ .csv, .md, .html)")
-    statuses = [r["status"] for r in doc["rows"]]
-    if "below_floor" in statuses:
-        print(f"FAIL: {statuses.count('below_floor')} row(s) under --floor", file=sys.stderr)
-        return 1
-    if args.strict and any(s in FAILED for s in statuses):
-        print("FAIL: some rows failed (--strict)", file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(doc["rows"], strict=args.strict)
+
+
+def exit_status(rows: list[dict], strict: bool = False) -> int:
+    """0, or 1 when a row is broken (``BROKEN`` statuses) or below the floor, or (``strict``)
+    when no row ran; the reasons go to stderr."""
+    from deploy.benchmark.schema import BROKEN
+
+    broken = [r for r in rows if r["status"] in BROKEN]
+    below = [r for r in rows if r["status"] == "below_floor"]
+    for r in broken:
+        print(f"FAIL: {r['artifact']} / {r['runtime']}: {r['status']}: {r['reason']}",
+              file=sys.stderr)  # fmt: skip
+    if below:
+        print(f"FAIL: {len(below)} row(s) under --floor", file=sys.stderr)
+    ran = [r for r in rows if r["status"] != "unavailable"]
+    if strict and not ran:
+        print("FAIL: no row ran: every runtime is unavailable here (--strict)", file=sys.stderr)
+    return 1 if broken or below or (strict and not ran) else 0
 
 
 def expand_artifacts(specs: list[str]) -> list[tuple[str | None, Path]]:
@@ -125,12 +153,14 @@ def expand_artifacts(specs: list[str]) -> list[tuple[str | None, Path]]:
             detect_format(p)
             out.append((name or None, p))
             continue
-        except ValueError:
+        except ValueError as exc:
             if not p.is_dir():
-                raise
+                raise InputValueError(str(exc)) from exc
         found = _search(p)
         if not found:
-            raise ValueError(f"No artifacts (.tflite, .keras, .h5, .onnx, SavedModel) under {p}")
+            raise InputValueError(
+                f"No artifacts (.tflite, .keras, .h5, .onnx, SavedModel) under {p}"
+            )
         out.extend((None, f) for f in found)
     return out
 

@@ -42,9 +42,13 @@ from deploy.runtimes import (
     saved_model_version_dir,
     supports_threads,
 )
+from kvision.errors import InputValueError
 
 _BASELINE_ORDER = ("keras", "saved_model", "onnx", "tflite")
 _PROBE_N = 16
+# Room for kvision's load hints (a Keras 3 file's remedy is ~500 characters): they lead the
+# message, and a long library error after them is what gets cut.
+_REASON_CHARS = 1200
 
 
 def run_benchmark(
@@ -74,7 +78,9 @@ def run_benchmark(
         threads: thread counts for runtimes that take one (default ``(1,)``).
         delegates: LiteRT external delegates (names like ``"gpu"`` or library paths), one extra
             runtime per ``.tflite`` artifact; absent ones become ``unavailable`` rows.
-        data: ``EvalData`` to score accuracy on (default ``None``: no metric).
+        data: ``EvalData`` to score accuracy on (default ``None``: no metric). Every row,
+            the baseline's included, is scored on the same images (all of ``data``, e.g. the
+            first ``--limit`` test images), so ``delta_vs_baseline`` compares like with like.
         baseline: artifact name of the float baseline (default: Keras, else SavedModel, else
             the first artifact).
         floor: minimum accuracy; rows under it get status ``below_floor`` (default none).
@@ -88,15 +94,28 @@ def run_benchmark(
 
     Returns:
         The benchmark document (schema in ``deploy.benchmark.schema``).
+
+    Raises:
+        kvision.errors.InputValueError: (a ``ValueError``) a bad argument: no artifacts, an
+            unknown format, runtime or baseline name, a non-positive count.
     """
     items = _normalize_artifacts(artifacts)
     threads = _check_threads(threads)
-    for name, value in (("warmup", warmup), ("runs", runs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (name != "warmup"):
-            raise ValueError(f"`{name}` should be a positive integer. Received: {name}={value!r}")
+    for name, value in (
+        ("warmup", warmup), ("runs", runs), ("batch_size", batch_size),
+        ("throughput_runs", throughput_runs),
+    ):  # fmt: skip
+        low = 0 if name == "warmup" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputValueError(
+                f"`{name}` should be an integer >= {low}. Received: {name}={value!r}"
+            )
     if runtimes is not None:
         for r in runtimes:
-            runtime_kind(r)
+            try:
+                runtime_kind(r)
+            except ValueError as exc:  # an unknown runtime name is the caller's
+                raise InputValueError(str(exc)) from exc
     baseline = _pick_baseline(items, baseline)
     items.sort(key=lambda it: it[0] != baseline)
     plan = _plan(items, runtimes, threads, delegates)
@@ -167,7 +186,7 @@ def _bench_one(name, path, fmt, runtime, threads, data, memory, state, is_baseli
     try:
         rt = open_runtime(path, runtime, threads)
     except (ValueError, FileNotFoundError) as exc:
-        return fail("failed_load", short_reason(exc))
+        return fail("failed_load", short_reason(exc, _REASON_CHARS))
     memory.start()
     start = time.perf_counter()
     try:
@@ -178,7 +197,7 @@ def _bench_one(name, path, fmt, runtime, threads, data, memory, state, is_baseli
     except RuntimeUnavailable as exc:
         return fail("unavailable", str(exc))
     except Exception as exc:  # any load failure is a row, not a crash
-        return fail("failed_load", short_reason(exc))
+        return fail("failed_load", short_reason(exc, _REASON_CHARS))
     finally:
         row.options = rt.describe()
     try:
@@ -192,10 +211,11 @@ def _bench_one(name, path, fmt, runtime, threads, data, memory, state, is_baseli
         if data is not None:
             acc = float(np.mean(outputs.argmax(-1) == data.labels))
             base = state["metric"]
+            same_images = state["row"] is not None and state["row"]["n"] == len(x)
             row.metric = {
                 "name": "accuracy",
                 "value": acc,
-                "delta_vs_baseline": None if base is None else acc - base,
+                "delta_vs_baseline": acc - base if base is not None and same_images else None,
                 "n": int(len(x)),
             }
         row.latency, row.latency_samples_ms = _batch1_latency(rt, x, settings)
@@ -209,7 +229,12 @@ def _bench_one(name, path, fmt, runtime, threads, data, memory, state, is_baseli
     if is_baseline and state["row"] is None:
         state["outputs"] = outputs
         state["metric"] = row.metric["value"] if row.metric else None
-        state["row"] = {"artifact": name, "runtime": runtime, "metric": state["metric"]}
+        state["row"] = {
+            "artifact": name,
+            "runtime": runtime,
+            "metric": state["metric"],
+            "n": int(len(outputs)),
+        }
         if row.metric:
             row.metric["delta_vs_baseline"] = 0.0
         row.agreement = 1.0
@@ -299,12 +324,15 @@ def _normalize_artifacts(artifacts) -> list[tuple[str, Path, str]]:
         artifacts = [artifacts]
     pairs = list(artifacts.items()) if isinstance(artifacts, Mapping) else list(artifacts)
     if not pairs:
-        raise ValueError("`artifacts` should name at least one artifact. Received: []")
+        raise InputValueError("`artifacts` should name at least one artifact. Received: []")
     items, seen = [], set()
     for item in pairs:
         name, path = item if isinstance(item, tuple) else (None, item)
         path = Path(path)
-        fmt = detect_format(path)
+        try:
+            fmt = detect_format(path)
+        except ValueError as exc:  # not a model format: the caller's path
+            raise InputValueError(str(exc)) from exc
         name = name or _default_name(path, fmt)
         base, k = name, 2
         while name in seen:
@@ -325,7 +353,7 @@ def _pick_baseline(items, baseline):
     names = [it[0] for it in items]
     if baseline is not None:
         if baseline not in names:
-            raise ValueError(f"`baseline` should be one of {names}. Received: {baseline!r}")
+            raise InputValueError(f"`baseline` should be one of {names}. Received: {baseline!r}")
         return baseline
     for fmt in _BASELINE_ORDER:
         for name, _, f in items:
@@ -354,7 +382,7 @@ def _check_threads(threads) -> list[int]:
         threads = [threads]
     threads = list(threads)
     if not threads or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in threads):
-        raise ValueError(
+        raise InputValueError(
             f"`threads` should be a non-empty list of positive integers. Received: {threads!r}"
         )
     return threads

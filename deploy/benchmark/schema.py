@@ -10,7 +10,7 @@ Schema (``BENCHMARK_SCHEMA_VERSION`` 1)::
                       floor: number | null, min_agreement: number | null, metric: "accuracy",
                       memory_method: str}
     data             {source, n, labels} | null   (no dataset: no metric)
-    baseline         {artifact, runtime, metric} | null
+    baseline         {artifact, runtime, metric, n} | null   (n: images the metric is on)
     rows             [row, ...]
 
     row:
@@ -28,6 +28,7 @@ Schema (``BENCHMARK_SCHEMA_VERSION`` 1)::
       output         same, for the output | null
       contract_source  "file" (contract.json beside the artifact) | "derived" | null
       metric         {name: "accuracy", value, delta_vs_baseline, n} | null
+                     (delta_vs_baseline: null unless the baseline scored the same n images)
       agreement      float | null   top-1 agreement with the baseline row's outputs
       latency        batch-1 stats from kvision.evaluate.latency_stats: {p50_ms, p90_ms,
                      p99_ms, mean_ms, min_ms, max_ms, std_ms, runs, warmup} | null
@@ -47,6 +48,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from kvision.errors import InputValueError
+
 BENCHMARK_SCHEMA_VERSION = 1
 STATUSES = (
     "ok",
@@ -57,6 +60,8 @@ STATUSES = (
     "unavailable",
 )
 FAILED = ("below_floor", "failed_validation", "failed_load", "failed_run")
+# A broken artifact: it could not be loaded, run, or its outputs are not valid.
+BROKEN = ("failed_validation", "failed_load", "failed_run")
 
 
 @dataclass
@@ -102,30 +107,34 @@ class BenchmarkRow:
 
     @classmethod
     def from_dict(cls, data: dict) -> BenchmarkRow:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError`` naming them."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``InputValueError`` (a ``ValueError``)
+        naming them."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"Unknown BenchmarkRow field(s) {unknown}. Allowed: {sorted(names)}.")
+            raise InputValueError(
+                f"Unknown BenchmarkRow field(s) {unknown}. Allowed: {sorted(names)}."
+            )
         return cls(**data)
 
 
 def validate_benchmark(doc: dict) -> None:
-    """Check a ``benchmark.json`` dict; raise ``ValueError`` naming the first bad field."""
+    """Check a ``benchmark.json`` dict; raise ``kvision.errors.InputValueError`` (a
+    ``ValueError``) naming the first bad field."""
     if not isinstance(doc, dict):
-        raise ValueError(f"benchmark should be a JSON object. Received: {type(doc).__name__}")
+        raise InputValueError(f"benchmark should be a JSON object. Received: {type(doc).__name__}")
     if doc.get("schema_version") != BENCHMARK_SCHEMA_VERSION:
-        raise ValueError(
+        raise InputValueError(
             f"schema_version should be {BENCHMARK_SCHEMA_VERSION}. "
             f"Received: {doc.get('schema_version')!r}"
         )
     for key in ("created", "host", "settings", "rows"):
         if key not in doc:
-            raise ValueError(f"benchmark is missing `{key}`")
+            raise InputValueError(f"benchmark is missing `{key}`")
     if not isinstance(doc["rows"], list):
-        raise ValueError("`rows` should be a list")
+        raise InputValueError("`rows` should be a list")
     for i, row in enumerate(doc["rows"]):
         try:
             BenchmarkRow.from_dict(row)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"rows[{i}]: {exc}") from exc
+            raise InputValueError(f"rows[{i}]: {exc}") from exc

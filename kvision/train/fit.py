@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from kvision import _env
 from kvision._keras import fit_verbosity, keras, require_tf_keras_model
-from kvision.config import TrainConfig
+from kvision.config import ConfigError, TrainConfig
+from kvision.errors import InputValueError
 from kvision.io import atomic_write_json
 
 BEST_CHECKPOINT = "checkpoints/best.keras"
@@ -72,7 +74,9 @@ def build_optimizer(cfg: TrainConfig, steps_per_epoch: int):
         return keras.optimizers.Adam(schedule)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
-    raise ValueError(f"`optimizer` should be one of adam, adamw, sgd. Received: {cfg.optimizer!r}")
+    raise ConfigError(
+        f"`train.optimizer` should be one of adam, adamw, sgd. Received: {cfg.optimizer!r}"
+    )
 
 
 def compile_model(model, cfg: TrainConfig, steps_per_epoch: int):
@@ -86,30 +90,83 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int):
 
 
 def class_weights_for(labels, setting, num_classes: int) -> dict | None:
-    """Resolve ``TrainConfig.class_weights`` (None, "balanced" or a mapping) to Keras' dict form."""
+    """Resolve ``TrainConfig.class_weights`` to Keras' ``class_weight`` dict (every class).
+
+    Args:
+        labels: integer class ids of the training split (used by ``"balanced"``).
+        setting: ``None`` (no weighting), ``"balanced"`` (``n_samples / (num_classes *
+            count)``) or a mapping ``{class_index: weight}``. A mapping may name only some
+            classes: the classes it does not name weigh 1.0.
+        num_classes: number of classes.
+
+    Returns:
+        ``None`` or ``{class_index: float weight}`` for every class ``0..num_classes-1``.
+
+    Raises:
+        kvision.config.ConfigError: (a ``ValueError``) naming ``train.class_weights`` and the
+            value: a class index outside ``0..num_classes-1`` or not an integer, a weight that
+            is negative, not a number or not finite, all weights zero, ``"balanced"`` with a
+            class that has no training samples, or any other setting.
+
+    Example:
+        >>> class_weights_for([0, 1, 2, 3], {0: 5.0}, 4)
+        {0: 5.0, 1: 1.0, 2: 1.0, 3: 1.0}
+    """
+    field_ = "train.class_weights"
     if setting is None:
         return None
     if setting == "balanced":
         counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
         if (counts == 0).any():
             missing = [int(i) for i in np.flatnonzero(counts == 0)]
-            raise ValueError(
-                f"`class_weights=balanced` needs every class in the training data; "
-                f"classes {missing} have no samples."
+            raise ConfigError(
+                f"`{field_}`=balanced needs every class in the training data; "
+                f"classes {missing} have no samples. Give explicit weights instead."
             )
         weights = counts.sum() / (num_classes * counts)
         return {i: float(w) for i, w in enumerate(weights)}
-    if isinstance(setting, dict):
-        out = {}
-        for k, v in setting.items():
-            k = int(k)
-            if not 0 <= k < num_classes:
-                raise ValueError(f"`class_weights` has class {k}, outside 0..{num_classes - 1}.")
-            out[k] = float(v)
-        return out
-    raise ValueError(
-        f"`class_weights` should be null, 'balanced' or a mapping. Received: {setting!r}"
-    )
+    if not isinstance(setting, dict):
+        raise ConfigError(
+            f"`{field_}` should be null, 'balanced' or a mapping {{class_index: weight}}. "
+            f"Received: {setting!r}"
+        )
+    out = {i: 1.0 for i in range(num_classes)}  # classes not named weigh 1.0
+    for key, value in setting.items():
+        index = _class_index(key)
+        if index is None or not 0 <= index < num_classes:
+            raise ConfigError(
+                f"`{field_}` names class {key!r}; class indices are integers 0..{num_classes - 1} "
+                f"({num_classes} classes). Received: {setting!r}"
+            )
+        weight = _weight(value)
+        if weight is None or weight < 0:
+            raise ConfigError(
+                f"`{field_}[{index}]` should be a finite number >= 0. Received: {value!r}"
+            )
+        out[index] = weight
+    if not any(out.values()):
+        raise ConfigError(f"`{field_}` weighs every class 0: nothing would be learned.")
+    return out
+
+
+def _class_index(key) -> int | None:
+    if isinstance(key, bool):
+        return None
+    if isinstance(key, int | np.integer):
+        return int(key)
+    if isinstance(key, str) and key.strip().lstrip("-").isdigit():
+        return int(key)
+    return None
+
+
+def _weight(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number | str):
+        return None
+    try:
+        weight = float(value)
+    except ValueError:
+        return None
+    return weight if math.isfinite(weight) else None
 
 
 def fit(
@@ -129,6 +186,10 @@ def fit(
 
     Args:
         model: a tf_keras model (a Keras 3 model raises a ``TypeError`` that explains why).
+            When TensorFlow's oneDNN ops are on in this process (TensorFlow imported before
+            kvision) and the model has a 1x1 strided convolution whose oneDNN gradient corrupts
+            memory, ``kvision.errors.UnsafeTrainingError`` is raised before training (see
+            ``kvision._env``).
         train_ds: ``tf.data.Dataset`` of ``(images, labels)`` batches (integer labels).
         val_ds: validation dataset of the same form (or ``None``).
         cfg: training settings (epochs, learning rate, schedule, optimizer ...).
@@ -154,6 +215,7 @@ def fit(
         >>> result = fit(model, train_ds, val_ds, TrainConfig(epochs=2), "runs/demo")
     """
     require_tf_keras_model(model)
+    _env.check_trainable(model)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     steps = _steps_per_epoch(train_ds, steps_per_epoch or cfg.steps_per_epoch, expected_steps)
@@ -297,18 +359,20 @@ class _LearningRateLogger(keras.callbacks.Callback):
 def _steps_per_epoch(ds, requested: int | None, expected: int | None = None) -> int:
     if requested:
         if requested < 1:
-            raise ValueError(f"`steps_per_epoch` should be >= 1. Received: {requested}")
+            raise InputValueError(
+                f"`steps_per_epoch` (train.steps_per_epoch) should be >= 1. Received: {requested}"
+            )
         return int(requested)
     n = int(ds.cardinality())
     if n < 0 and expected:
         return max(1, int(expected))
     if n < 0:
-        raise ValueError(
+        raise InputValueError(
             "The training dataset has unknown length: pass `steps_per_epoch` "
             "(or set train.steps_per_epoch) or `expected_steps`."
         )
     if n == 0:
-        raise ValueError("The training dataset is empty.")
+        raise InputValueError("The training dataset is empty.")
     return n
 
 

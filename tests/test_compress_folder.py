@@ -138,3 +138,25 @@ def test_compress_counts_a_dataset_of_unknown_length(tmp_path):
     result = compress(model, ds, None, cfg, tmp_path, test=(x, y), resume=False)
     assert result.errors == {}
     assert result.schedule["total_steps"] == 2 * 5
+
+
+@pytest.mark.slow
+def test_pipeline_compresses_an_image_folder(tmp_path, image_folder):
+    """`kvision pipeline data.dataset=folder` with QAT and pruning: both rows are produced."""
+    from kvision import workflow
+    from kvision.cli import main
+    from kvision.config import load_config
+
+    main([
+        "pipeline", *_overrides(image_folder), f"runs_dir={tmp_path / 'runs'}", "name=folder",
+        "model.name=lenet", "train.epochs=2", "benchmark.enabled=false",
+        "compress.techniques=[qat,prune]", "compress.qat.outputs=[int8]",
+        "compress.prune.epochs=1", "compress.accuracy_floor=100", "compress.verify_samples=8",
+    ])  # fmt: skip
+    report = json.loads((tmp_path / "runs" / "folder" / "report.json").read_text())
+    assert report["compression"]["errors"] == {}, report["compression"]["errors"]
+    rows = {a["name"]: a for a in report["artifacts"]}
+    assert {"qat_int8", "pruned_float32"} <= set(rows)
+    assert "unknown length" not in json.dumps(report)
+    splits = workflow.load_data(load_config(overrides=_overrides(image_folder)))
+    assert report["compression"]["schedule"]["total_steps"] == len(splits.train) // BATCH

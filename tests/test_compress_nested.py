@@ -145,3 +145,25 @@ def test_qat_prune_and_cluster_reach_nested_layers(build, kernels):
     assert wrapped == set(report.names("clustered"))
     # tfmot clusters no depthwise kernel; the 1x1x1x1 "conv" has fewer values than clusters
     assert wrapped == kernels - {"dw", "conv"}
+
+
+def test_compress_quantizes_the_nested_layers_and_says_where_they_came_from(tmp_path):
+    """The reported case end to end: the qat_int8 row is ok *and* the nested convolutions are
+    quantized; each row of a nested layer names the model it came from."""
+    from kvision.compress import CompressConfig, compress
+
+    model = functional_calling_submodels()
+    x = _images(32)
+    y = model.predict(x, verbose=0).argmax(-1)  # the model's own labels
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    cfg = CompressConfig(techniques=["qat"], accuracy_floor=100, verify_samples=32)
+    cfg.qat.outputs = ["int8"]
+    cfg.qat.learning_rate = 1e-5
+    result = compress(model, ds, ds, cfg, tmp_path, test=(x, y), resume=False)
+    assert result.artifact("float32").ok and result.artifact("qat_int8").ok
+    report = result.report("qat")
+    for name, origin in (("block_conv", "backbone/block"), ("dw", "backbone")):
+        row = report.row(name)
+        assert row.action == "quantized", row
+        assert row.detail["nested_in"] == origin and f"nested model {origin}" in row.reason
+    assert "nested_in" not in report.row("head").detail

@@ -16,7 +16,7 @@ import contextlib
 import os
 
 from kvision._keras import require_tf_keras_model
-from kvision.errors import InputValueError
+from kvision.errors import InputValueError, MissingDependencyError
 
 INSTALL_HINT = (
     "tensorflow-model-optimization is missing: `pip install kvision[compress]` "
@@ -39,7 +39,7 @@ def tfmot():
     try:
         import tensorflow_model_optimization as module
     except ImportError as exc:
-        raise ImportError(INSTALL_HINT) from exc
+        raise MissingDependencyError(INSTALL_HINT) from exc
     finally:
         # tfmot sets TF_USE_LEGACY_KERAS=1 at import; restore what the user had.
         if before is None:

@@ -240,6 +240,7 @@ def compress_file(
     run_dir="compress",
     test=None,
     verbose: int = 0,
+    resume: bool = True,
 ):
     """:func:`compress` a model file (``kvision compress --model PATH``).
 
@@ -247,7 +248,9 @@ def compress_file(
         >>> result = compress_file("my_model.keras", train_ds, val_ds, cfg, "runs/c")
     """
     model = load_model_for_compression(path)
-    return compress(model, train_ds, val_ds, cfg, run_dir, test=test, verbose=verbose)
+    return compress(
+        model, train_ds, val_ds, cfg, run_dir, test=test, verbose=verbose, resume=resume
+    )
 
 
 # -- techniques --------------------------------------------------------------------------------

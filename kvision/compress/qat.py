@@ -1,10 +1,12 @@
 """Quantization-aware training (QAT), selective: unsupported layers stay in float with a reason.
 
 tfmot's ``quantize_model`` fails on the first layer it cannot quantize (a ``Lambda``, a custom
-layer) with an opaque error. :func:`quantize_model` annotates only the layers tfmot's 8-bit registry
-supports (plus BatchNormalization, which tfmot folds into the preceding convolution), applies the
-quantization, and returns a :class:`LayerReport` saying which layers are fake-quantized during
-training and which are left in float, and why. The same function runs the collaborative schemes:
+layer, a BatchNormalization it cannot fold) with an opaque error. :func:`quantize_model` flattens
+nested models, annotates only the layers tfmot's 8-bit registry supports plus the
+BatchNormalization layers tfmot folds into the convolution before them (decided from the model's
+structure, :mod:`kvision.compress.folding`), applies the quantization, and returns a
+:class:`LayerReport` saying which layers are fake-quantized during training and which are left in
+float, and why. The same function runs the collaborative schemes:
 ``scheme="prune_preserve"`` (PQAT: sparsity survives QAT) and ``"cluster_preserve"`` (CQAT).
 
 A layer left in float during QAT is still converted to int8 by the full-integer TFLite converter,
@@ -106,8 +108,8 @@ def quantize_model(model, scheme: str = "default", skip_layers=()):
     """A QAT copy of ``model``: supported layers fake-quantized, the rest left in float.
 
     Args:
-        model: trained tf_keras functional/Sequential model (a pruned model must be stripped
-            first; a clustered one too for ``cluster_preserve``).
+        model: trained tf_keras functional/Sequential model, nested models allowed (a pruned
+            model must be stripped first; a clustered one too for ``cluster_preserve``).
         scheme: ``"default"``, ``"prune_preserve"`` (PQAT), ``"cluster_preserve"`` (CQAT) or
             ``"cluster_sparsity_preserve"`` (default ``"default"``).
         skip_layers: layer names kept in float even when supported (default none).

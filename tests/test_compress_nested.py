@@ -167,3 +167,33 @@ def test_compress_quantizes_the_nested_layers_and_says_where_they_came_from(tmp_
         assert row.action == "quantized", row
         assert row.detail["nested_in"] == origin and f"nested model {origin}" in row.reason
     assert "nested_in" not in report.row("head").detail
+
+
+def test_a_nested_subclassed_model_is_named_as_untouched():
+    """A nested subclassed model cannot be inlined: each report says so, exactly, per layer."""
+    from kvision.compress import PruneConfig
+    from kvision.compress.prune import prune_model
+    from kvision.compress.qat import quantize_model
+
+    class Sub(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = L.Conv2D(4, 3, name="subconv")
+
+        def call(self, x):
+            return self.conv(x)
+
+        def get_config(self):
+            return {"name": self.name}
+
+    i = keras.Input((12, 12, 1))
+    x = L.GlobalAveragePooling2D(name="gap")(Sub(name="sub")(i))
+    model = keras.Model(i, L.Dense(3, activation="softmax", name="head")(x))
+    _, report = quantize_model(model)
+    assert report.row("sub").action == "float"
+    assert "nested subclassed model Sub" in report.row("sub").reason
+    assert "none of its layers is quantized" in report.row("sub").reason
+    _, report, _ = prune_model(model, PruneConfig(), total_steps=10)
+    assert report.row("sub").action == "unchanged"
+    assert "none of its layers is pruned" in report.row("sub").reason
+    assert report.row("head").action == "pruned"

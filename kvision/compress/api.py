@@ -57,7 +57,8 @@ def compress(
         verbose: Keras verbosity of the fine-tuning runs; ``"auto"`` is a progress bar on a
             terminal and one line per epoch in logs (default 0: quiet).
         resume: reuse the verified results of techniques finished by an earlier call in the
-            same ``run_dir`` (default True; False redoes every technique).
+            same ``run_dir`` (default True; False redoes every technique, and still records
+            each one for a later resume).
 
     Returns:
         A :class:`CompressionResult`.
@@ -88,7 +89,7 @@ def compress(
     train_ds = with_known_length(train_ds, cfg.steps_per_epoch, verbose)
     x_test, y_test = _arrays(test if test is not None else val_ds, "test")
     samples = _arrays(val_ds if val_ds is not None else train_ds, "val_ds")[0][: cfg.verify_samples]
-    store = technique_store(model, run_dir, train_ds) if resume else None
+    store = technique_store(model, run_dir, train_ds)
     # nested models are inlined once: every technique (and the float32 baseline) sees the same
     # leaf layers, so pruning, QAT and clustering reach the layers of a nested backbone too
     origins: dict = {}
@@ -109,7 +110,7 @@ def compress(
         if runner in done:
             continue  # prune+pqat and cluster+cqat share one fine-tuning run
         done.add(runner)
-        _run_technique(ctx, result, technique, runner, store, origins)
+        _run_technique(ctx, result, technique, runner, store, origins, resume)
 
     started = time.perf_counter()
     head = model.layers[-1].name
@@ -136,12 +137,13 @@ _RUNNERS = {  # technique -> the runner (state name) that produces it
 }
 
 
-def _run_technique(ctx, result, technique: str, runner: str, store, origins: dict) -> None:
-    """Run one technique (or resume it from its verified state) and record what it added."""
+def _run_technique(ctx, result, technique, runner, store, origins, resume: bool) -> None:
+    """Run one technique (or, with ``resume``, reuse its verified state from ``store``) and
+    record what it added in ``store``."""
     from kvision.compress.resume import restore, technique_settings
 
     settings = technique_settings(ctx.cfg, runner)
-    state = store.load(runner, settings) if store is not None else None
+    state = store.load(runner, settings) if resume else None
     if state is not None:
         restore(result, state["payload"])
         result.wall_time_s[technique] = state["payload"]["wall_time_s"]  # of the original run
@@ -154,7 +156,7 @@ def _run_technique(ctx, result, technique: str, runner: str, store, origins: dic
             )
         return
     if ctx.verbose:
-        why = f" (state not reused: {store.last_reason})" if store and store.last_reason else ""
+        why = f" (state not reused: {store.last_reason})" if resume and store.last_reason else ""
         print(
             f"compress: {technique} ({len(result.artifacts)} artifact(s) so far){why}", flush=True
         )
@@ -174,8 +176,6 @@ def _run_technique(ctx, result, technique: str, runner: str, store, origins: dic
     result.wall_time_s[technique] = round(time.perf_counter() - started, 1)
     for report in result.reports[n_reports:]:
         _mark_nested(report, origins)
-    if store is None:
-        return
     payload = {
         "technique": technique,
         "artifacts": [a.to_dict() for a in result.artifacts[n_artifacts:]],

@@ -193,7 +193,11 @@ def filtered_stderr(noise: re.Pattern = STARTUP_NOISE):
     """Capture file descriptor 2 (C and Python writes) inside the block; afterwards write back
     every captured line that does not match ``noise``, in order, even when the block raised."""
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to filter (a closed fd 2): nothing to hide either
+        yield
+        return
     with tempfile.TemporaryFile() as capture:
         os.dup2(capture.fileno(), 2)
         try:

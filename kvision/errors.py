@@ -49,6 +49,10 @@ class ModelFileError(UserError, ValueError):
     not a model). The message names the file and what to do."""
 
 
+class MissingDependencyError(UserError, ImportError):
+    """An optional package is not installed; the message says what to install."""
+
+
 class UnsafeTrainingError(UserError, RuntimeError):
     """Training this model in this process would corrupt memory (see ``kvision._env``)."""
 

@@ -189,6 +189,8 @@ def test_list_models(capsys):
     assert "compact_mobilenet" in capsys.readouterr().out.split()
 
 
+@pytest.mark.slow  # 251 s of the file's 340 s (--durations); the fast end-to-end check is
+# test_tiny_train_then_predict_end_to_end
 def test_tiny_pipeline_end_to_end(tmp_path, tiny_npz):
     """train -> evaluate -> export -> compress -> benchmark -> report, then predict with each
     artifact; a second run reuses the finished training and compression."""

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kvision.errors import InputValueError
+
 DATASET_KINDS = ("fashion_mnist", "mnist", "folder", "npz")
 
 
@@ -43,10 +45,10 @@ class EvalData:
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if (self.images is None) == (self.files is None):
-            raise ValueError("Pass exactly one of `images` (uint8 arrays) or `files`.")
+            raise InputValueError("Pass exactly one of `images` (uint8 arrays) or `files`.")
         n = len(self.images) if self.images is not None else len(self.files)
         if n != len(self.labels) or n == 0:
-            raise ValueError(
+            raise InputValueError(
                 f"`labels` should have one entry per image (N >= 1). Received: {n} images, "
                 f"{len(self.labels)} labels."
             )
@@ -55,7 +57,7 @@ class EvalData:
             if x.ndim == 3:
                 x = x[..., None]
             if x.ndim != 4 or x.shape[-1] not in (1, 3):
-                raise ValueError(
+                raise InputValueError(
                     f"`images` should be uint8 [N, H, W, 1 or 3]. Received: shape={x.shape}"
                 )
             self.images = x
@@ -100,16 +102,20 @@ class EvalData:
         from kvision.data import load_dataset
 
         if dataset not in DATASET_KINDS:
-            raise ValueError(
+            raise InputValueError(
                 f"`dataset` should be one of {DATASET_KINDS}. Received: dataset={dataset!r}"
             )
         if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-            raise ValueError(f"`limit` should be a positive integer. Received: limit={limit!r}")
+            raise InputValueError(
+                f"`limit` should be a positive integer. Received: limit={limit!r}"
+            )
         if dataset == "folder":
             from kvision.data.folders import scan_image_folder
 
             if path is None:
-                raise ValueError("`path` is required for dataset='folder' (class sub-folders).")
+                raise InputValueError(
+                    "`path` is required for dataset='folder' (class sub-folders)."
+                )
             scan = scan_image_folder(path)
             n = len(scan.files)
             keep = n if limit is None else min(int(limit), n)
@@ -125,7 +131,7 @@ class EvalData:
         split = splits.test if splits.test is not None else splits.val
         name = "test" if splits.test is not None else "val"
         if split is None:
-            raise ValueError(f"Dataset {dataset!r} ({path}) has no test or validation split.")
+            raise InputValueError(f"Dataset {dataset!r} ({path}) has no test or validation split.")
         if limit is not None:
             split = split.subset(np.arange(min(int(limit), len(split))))
         source = f"{dataset} {name}" + (f"[:{len(split)}]" if limit else "")

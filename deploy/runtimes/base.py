@@ -25,6 +25,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from kvision.errors import InputValueError
+
 ARTIFACT_FORMATS = ("tflite", "saved_model", "keras", "onnx")
 
 
@@ -99,7 +101,7 @@ class BaseRuntime:
         if threads is not None and (
             isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
         ):
-            raise ValueError(
+            raise InputValueError(
                 f"`threads` should be a positive integer or None. Received: threads={threads!r}"
             )
         self.path = Path(path)
@@ -181,9 +183,11 @@ def check_batch(x, spec: TensorInfo, path=None) -> np.ndarray:
     if not ok:
         dims = ", ".join("?" if d is None else str(d) for d in want)
         where = f" for {Path(path).name}" if path is not None else ""
-        raise ValueError(f"`x` should have shape [N, {dims}]{where}. Received: x.shape={x.shape}")
+        raise InputValueError(
+            f"`x` should have shape [N, {dims}]{where}. Received: x.shape={x.shape}"
+        )
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise ValueError(f"`x` should hold real numbers. Received: dtype={x.dtype}")
+        raise InputValueError(f"`x` should hold real numbers. Received: dtype={x.dtype}")
     return x.astype(np.float32, copy=False)
 
 
@@ -208,7 +212,7 @@ def detect_format(path) -> str:
         return "onnx"
     if p.is_dir() and ((p / "saved_model.pb").is_file() or _versions(p)):
         return "saved_model"
-    raise ValueError(
+    raise InputValueError(
         f"Cannot tell the format of {p}: expected a .tflite, .keras, .h5 or .onnx file, or a "
         "SavedModel folder (with saved_model.pb, or numeric version sub-folders)."
     )

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from deploy.runtimes.base import BaseRuntime, RuntimeUnavailable, TensorInfo
+from kvision.errors import InputValueError
 from kvision.models.contract import to_input_tensor
 
 # delegate name -> shared library names tried with ctypes.util.find_library / dlopen
@@ -63,7 +64,7 @@ class LiteRTRuntime(BaseRuntime):
         self.delegate = delegate
         self.delegate_options = dict(delegate_options or {})
         if delegate is not None and (not isinstance(delegate, str) or not delegate):
-            raise ValueError(
+            raise InputValueError(
                 "`delegate` should be a delegate name "
                 f"{sorted(KNOWN_DELEGATES)} or a shared-library path. Received: {delegate!r}"
             )
@@ -184,7 +185,7 @@ def find_delegate_library(delegate: str) -> str:
         if not Path(delegate).is_file():
             raise RuntimeUnavailable(f"delegate library not available here: {delegate} not found")
         return delegate
-    raise ValueError(
+    raise InputValueError(
         f"`delegate` should be one of {sorted(KNOWN_DELEGATES)} or a shared-library path. "
         f"Received: delegate={delegate!r}"
     )

@@ -27,6 +27,7 @@ from deploy.runtimes.base import (
     TensorInfo,
     saved_model_version_dir,
 )
+from kvision.errors import InputValueError
 
 INSTALL_HINT = "pip install onnxruntime==1.31.1 tf2onnx==1.17.0"
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -46,7 +47,7 @@ class OnnxRuntime(BaseRuntime):
     def __init__(self, path, threads: int | None = None, device: str = "cpu", cache_dir=None):
         super().__init__(path, threads)
         if device not in PROVIDERS:
-            raise ValueError(
+            raise InputValueError(
                 f"`device` should be one of {sorted(PROVIDERS)}. Received: device={device!r}"
             )
         self.device = device
@@ -77,7 +78,7 @@ class OnnxRuntime(BaseRuntime):
         self._session = ort.InferenceSession(str(onnx_file), options, providers=[provider])
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1:
-            raise ValueError(f"{onnx_file} should have one input. Found {len(inputs)}.")
+            raise InputValueError(f"{onnx_file} should have one input. Found {len(inputs)}.")
         out = next((o for o in outputs if o.name == "probabilities"), outputs[0])
         self._names = (inputs[0].name, out.name)
         return (
@@ -102,10 +103,12 @@ class OnnxRuntime(BaseRuntime):
         signatures = dict(loaded.signatures)
         fn = signatures.get("serving_default") or next(iter(signatures.values()), None)
         if fn is None:
-            raise ValueError(f"{folder} has no signatures to convert to ONNX.")
+            raise InputValueError(f"{folder} has no signatures to convert to ONNX.")
         inputs = fn.structured_input_signature[1]
         if len(inputs) != 1:
-            raise ValueError(f"{folder}: the signature should have one input. Found {list(inputs)}")
+            raise InputValueError(
+                f"{folder}: the signature should have one input. Found {list(inputs)}"
+            )
         name, spec = next(iter(inputs.items()))
         tf2onnx.convert.from_function(
             tf.function(lambda v: fn(**{name: v})),

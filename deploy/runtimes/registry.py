@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 from deploy.runtimes.base import ARTIFACT_FORMATS, detect_format
+from kvision.errors import InputValueError
 
 DELEGATE_PREFIX = "litert_delegate:"
 
@@ -48,7 +49,7 @@ def runtime_kind(runtime: str) -> str:
     """The registry key of a runtime name (``"litert_delegate:gpu"`` -> ``"litert_delegate"``)."""
     kind = DELEGATE_PREFIX[:-1] if runtime.startswith(DELEGATE_PREFIX) else runtime
     if kind not in RUNTIME_FORMATS:
-        raise ValueError(
+        raise InputValueError(
             f"Unknown runtime {runtime!r}. Allowed: {sorted(RUNTIME_FORMATS)} "
             f"(a delegate as '{DELEGATE_PREFIX}NAME_OR_PATH')."
         )
@@ -86,12 +87,12 @@ def open_runtime(path, runtime: str = "auto", threads: int | None = None, **opti
         runtime = default_runtimes(fmt)[0]
     kind = runtime_kind(runtime)
     if fmt not in RUNTIME_FORMATS[kind]:
-        raise ValueError(
+        raise InputValueError(
             f"Runtime {runtime!r} runs {list(RUNTIME_FORMATS[kind])} artifacts; {path} is "
             f"{fmt!r}. Use one of {default_runtimes(fmt)}."
         )
     if threads is not None and kind not in THREADED:
-        raise ValueError(
+        raise InputValueError(
             f"Runtime {runtime!r} has no thread setting (TensorFlow's thread pools are "
             f"process-wide). Received: threads={threads}; pass threads=None."
         )

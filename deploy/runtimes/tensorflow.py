@@ -23,6 +23,7 @@ from deploy.runtimes.base import (
     TensorInfo,
     saved_model_version_dir,
 )
+from kvision.errors import InputValueError
 
 DEVICES = ("cpu", "gpu")
 _CHUNK = 256
@@ -45,7 +46,9 @@ class SavedModelRuntime(BaseRuntime):
     def __init__(self, path, device: str = "cpu", signature: str = "serving_default"):
         super().__init__(path)
         if device not in DEVICES:
-            raise ValueError(f"`device` should be one of {DEVICES}. Received: device={device!r}")
+            raise InputValueError(
+                f"`device` should be one of {DEVICES}. Received: device={device!r}"
+            )
         self.device = device
         self.signature = signature
         self.name = f"tf_{device}"
@@ -69,7 +72,7 @@ class SavedModelRuntime(BaseRuntime):
         if key is None and len(signatures) == 1:
             key = next(iter(signatures))
         if key is None:
-            raise ValueError(
+            raise InputValueError(
                 f"{folder} has no `{self.signature}` signature; found {sorted(signatures)}. "
                 "Pass `signature`."
             )
@@ -77,7 +80,7 @@ class SavedModelRuntime(BaseRuntime):
         inputs = self._fn.structured_input_signature[1]
         outputs = self._fn.structured_outputs
         if len(inputs) != 1:
-            raise ValueError(
+            raise InputValueError(
                 f"Signature `{key}` of {folder} should have one (image) input. "
                 f"Found {sorted(inputs)}."
             )
@@ -135,7 +138,7 @@ class KerasRuntime(BaseRuntime):
         self._model = load_model(self.path)
         shape = self._model.input_shape
         if isinstance(shape, list):
-            raise ValueError(f"{self.path} should have one (image) input. Found {len(shape)}.")
+            raise InputValueError(f"{self.path} should have one (image) input. Found {len(shape)}.")
         dtype = self._model.inputs[0].dtype
         model = self._model
         spec = tf.TensorSpec([None, *shape[1:]], dtype)
@@ -168,7 +171,7 @@ def _pick_output(outputs: dict, folder, key: str) -> str:
     floats = [k for k, v in outputs.items() if v.dtype.is_floating]
     if len(floats) == 1:
         return floats[0]
-    raise ValueError(
+    raise InputValueError(
         f"Signature `{key}` of {folder} has outputs {sorted(outputs)}; expected one, or one "
         "named `probabilities`."
     )

@@ -16,6 +16,8 @@ import asyncio
 
 import numpy as np
 
+from kvision.errors import InputValueError
+
 
 class DynamicBatcher:
     """Merge concurrent calls of ``fn(x) -> y`` (row-aligned) into batches.
@@ -33,11 +35,11 @@ class DynamicBatcher:
             or not isinstance(max_batch_size, int)
             or max_batch_size < 1
         ):
-            raise ValueError(
+            raise InputValueError(
                 f"`max_batch_size` should be a positive integer. Received: {max_batch_size!r}"
             )
         if not timeout_ms >= 0:
-            raise ValueError(f"`timeout_ms` should be >= 0. Received: {timeout_ms!r}")
+            raise InputValueError(f"`timeout_ms` should be >= 0. Received: {timeout_ms!r}")
         self.fn = fn
         self.max_batch_size = max_batch_size
         self.timeout = timeout_ms / 1000.0

@@ -17,6 +17,7 @@ import ipaddress
 import sys
 
 from deploy.server.app import DEFAULT_MAX_BODY
+from kvision.errors import InputValueError
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -59,13 +60,13 @@ def load_store(models: list[str], labels=(), runtime="auto", threads=None, insta
     for spec in models:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--model should be NAME=PATH. Received: {spec!r}")
+            raise InputValueError(f"--model should be NAME=PATH. Received: {spec!r}")
         store.add(name, path, runtime=runtime, threads=threads, instances=instances)
     for spec in labels:
         left, sep, version = spec.partition("=")
         name, sep2, label = left.partition(":")
         if not (sep and sep2 and version.isdigit()):
-            raise ValueError(f"--label should be NAME:LABEL=VERSION. Received: {spec!r}")
+            raise InputValueError(f"--label should be NAME:LABEL=VERSION. Received: {spec!r}")
         store.set_label(name, label, int(version))
     return store
 

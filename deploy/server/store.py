@@ -27,6 +27,7 @@ from deploy.runtimes import (
     detect_format,
     open_runtime,
 )
+from kvision.errors import InputValueError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -45,7 +46,7 @@ class RuntimePool:
 
     def __init__(self, factory, size: int = 1):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"`instances` should be a positive integer. Received: {size!r}")
+            raise InputValueError(f"`instances` should be a positive integer. Received: {size!r}")
         self._free: queue.Queue = queue.Queue()
         self.runtimes = []
         for _ in range(size):
@@ -133,7 +134,7 @@ class ModelStore:
             instances: runtimes per version (default 1).
         """
         if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(
+            raise InputValueError(
                 f"Model name should be letters, digits, '_', '.' or '-'. Received: {name!r}"
             )
         p = Path(path)
@@ -141,7 +142,9 @@ class ModelStore:
         targets = []
         if fmt == "saved_model" and not (p / "saved_model.pb").is_file():
             if version is not None:
-                raise ValueError(f"{p} holds several versions; `version` applies to one artifact.")
+                raise InputValueError(
+                    f"{p} holds several versions; `version` applies to one artifact."
+                )
             targets = [
                 (int(d.name), d)
                 for d in sorted(p.iterdir())
@@ -153,7 +156,7 @@ class ModelStore:
         loaded = []
         for v, target in targets:
             if v in self.models.get(name, {}):
-                raise ValueError(f"Model {name!r} already has version {v}.")
+                raise InputValueError(f"Model {name!r} already has version {v}.")
             loaded.append(self._load(name, v, target, fmt, runtime, threads, instances))
         for served in loaded:
             self.models.setdefault(name, {})[served.version] = served
@@ -162,7 +165,7 @@ class ModelStore:
     def set_label(self, name: str, label: str, version: int) -> None:
         """Point ``/v1/models/<name>/labels/<label>`` at ``version``."""
         if version not in self.models.get(name, {}):
-            raise ValueError(f"Label {label!r}: model {name!r} has no version {version}.")
+            raise InputValueError(f"Label {label!r}: model {name!r} has no version {version}.")
         self.labels.setdefault(name, {})[label] = version
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None):

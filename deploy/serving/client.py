@@ -18,6 +18,8 @@ import urllib.request
 
 import numpy as np
 
+from kvision.errors import MissingDependencyError
+
 _GRPC_HINT = "pip install tensorflow-serving-api==2.21.0"
 
 
@@ -132,7 +134,7 @@ class ServingClient:
                 prediction_service_pb2_grpc,
             )
         except ImportError as exc:
-            raise ImportError(
+            raise MissingDependencyError(
                 f"The gRPC client needs tensorflow-serving-api: {_GRPC_HINT}"
             ) from exc
         if self._channel is None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.errors import MissingDependencyError
 from kvision.io import atomic_write_text
 
 DEFAULT_IMAGE = "tensorflow/serving:2.20.0"
@@ -215,7 +216,9 @@ def write_warmup_requests(
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
     except ImportError as exc:
-        raise ImportError(f"Warm-up records need tensorflow-serving-api: {_SERVING_HINT}") from exc
+        raise MissingDependencyError(
+            f"Warm-up records need tensorflow-serving-api: {_SERVING_HINT}"
+        ) from exc
     sig = read_serving_signature(version_dir, signature)
     if len(sig["inputs"]) != 1:
         raise ValueError(f"{version_dir}: warm-up needs a one-input signature. Found {sig}")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kvision.errors import InputValueError
+
 SERVE_TAG = "serve"
 PREDICT_METHOD = "tensorflow/serving/predict"
 
@@ -42,11 +44,11 @@ def read_signature_defs(version_dir) -> dict:
     try:
         model.ParseFromString(pb.read_bytes())
     except Exception as exc:  # protobuf's DecodeError
-        raise ValueError(f"{pb} is not a SavedModel protocol buffer: {exc}") from exc
+        raise InputValueError(f"{pb} is not a SavedModel protocol buffer: {exc}") from exc
     graphs = [g for g in model.meta_graphs if SERVE_TAG in g.meta_info_def.tags]
     if not graphs:
         tags = [list(g.meta_info_def.tags) for g in model.meta_graphs]
-        raise ValueError(f"{pb} has no meta graph tagged '{SERVE_TAG}' (tags: {tags})")
+        raise InputValueError(f"{pb} has no meta graph tagged '{SERVE_TAG}' (tags: {tags})")
 
     def tensor(info) -> dict:
         shape = None
@@ -72,7 +74,7 @@ def read_serving_signature(version_dir, signature: str = "serving_default") -> d
     """
     defs = read_signature_defs(version_dir)
     if signature not in defs:
-        raise ValueError(
+        raise InputValueError(
             f"{version_dir} has no signature {signature!r}; TF Serving would reject requests. "
             f"Found: {sorted(defs)}"
         )

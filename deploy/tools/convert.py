@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.errors import InputValueError
+
 # variant -> (atol on probabilities or None, minimum top-1 agreement with the source model)
 TOLERANCES = {
     "float32": (1e-4, 1.0),
@@ -122,11 +124,11 @@ def convert(
     variants = [variants] if isinstance(variants, str) else list(variants)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        raise ValueError(f"`variant` should be among {sorted(VARIANTS)}. Received: {variants}")
+        raise InputValueError(f"`variant` should be among {sorted(VARIANTS)}. Received: {variants}")
     model, contract = load_source_model(model_path)
     needs_data = any(VARIANTS[v].needs_representative_data for v in variants)
     if calibration is None and needs_data:
-        raise ValueError(
+        raise InputValueError(
             f"Variants {[v for v in variants if VARIANTS[v].needs_representative_data]} "
             "calibrate activations: pass --calibration DIR (a folder of images)."
         )
@@ -201,7 +203,9 @@ def load_source_model(path):
             contract.labels = [str(i) for i in range(out_spec.shape[-1])]
         model = _wrap_saved_model(p, spec, out_spec, contract)
     else:
-        raise ValueError(f"--model should be a SavedModel, .keras or .h5. Received: {p} ({fmt})")
+        raise InputValueError(
+            f"--model should be a SavedModel, .keras or .h5. Received: {p} ({fmt})"
+        )
     attach_contract(model, contract)
     return model, contract
 
@@ -240,9 +244,9 @@ def calibration_images(folder, contract, limit: int = 200) -> np.ndarray:
         raise FileNotFoundError(f"Calibration folder not found: {root}")
     files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
+        raise InputValueError(f"No images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"`samples` should be a positive integer. Received: {limit!r}")
+        raise InputValueError(f"`samples` should be a positive integer. Received: {limit!r}")
     if len(files) > limit:
         idx = np.linspace(0, len(files) - 1, limit).round().astype(int)
         files = [files[i] for i in np.unique(idx)]

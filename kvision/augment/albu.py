@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvision.augment.transforms import Transform, register_transform
+from kvision.errors import MissingDependencyError
 
 _INSTALL_HINT = "Install it with `pip install 'albumentations>=2,<3'`."
 
@@ -32,13 +33,13 @@ def import_albumentations():
     try:
         import albumentations as A
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
+        raise MissingDependencyError(
             f"kvision's `noise`, `erase`, `cutout`, `blur` and `gamma` transforms "
             f"need albumentations 2.x. {_INSTALL_HINT}"
         ) from exc
     major = int(A.__version__.split(".")[0])
     if major != 2:
-        raise ImportError(
+        raise MissingDependencyError(
             f"kvision needs albumentations 2.x; found {A.__version__}. {_INSTALL_HINT}"
         )
     return A

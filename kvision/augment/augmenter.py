@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvision.augment.transforms import Transform, get_transform
+from kvision.errors import InputValueError
 
 
 class Augmenter:
@@ -78,11 +79,11 @@ def build_augmenter(specs, seed: int = 0) -> Augmenter:
         ['flip', 'translate']
     """
     if isinstance(specs, (str, dict)) or not isinstance(specs, (list, tuple)):
-        raise ValueError(
+        raise InputValueError(
             f"`specs` should be a list of transform names or dicts. Received: specs={specs!r}"
         )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"`seed` should be a non-negative integer. Received: seed={seed!r}")
+        raise InputValueError(f"`seed` should be a non-negative integer. Received: seed={seed!r}")
     transforms = []
     for i, spec in enumerate(specs):
         name, options = _parse_spec(spec, i)
@@ -96,7 +97,7 @@ def _parse_spec(spec, index: int) -> tuple[str, dict]:
     if isinstance(spec, dict) and isinstance(spec.get("name"), str):
         options = dict(spec)
         return options.pop("name"), options
-    raise ValueError(
+    raise InputValueError(
         f"`specs[{index}]` should be a transform name or a dict with a `name` key. "
         f"Received: {spec!r}"
     )

@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 
 import tensorflow as tf
 
+from kvision.errors import InputValueError
+
 _REGISTRY: dict[str, type[Transform]] = {}
 
 
@@ -60,7 +62,7 @@ def get_transform(name: str) -> type[Transform]:
     if not isinstance(name, str) or name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.5)
         hint = f" Did you mean `{close[0]}`?" if close else ""
-        raise ValueError(
+        raise InputValueError(
             f"Unknown transform `{name}`.{hint} Available: {', '.join(sorted(_REGISTRY))}."
         )
     return _REGISTRY[name]
@@ -89,12 +91,12 @@ class Transform:
     def __init__(self, seed: int = 0, **options):
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            raise ValueError(
+            raise InputValueError(
                 f"Transform `{self.name}` got unknown option(s) {unknown}. "
                 f"Allowed: {sorted(self.defaults)}."
             )
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"`seed` should be an integer. Received: seed={seed!r}")
+            raise InputValueError(f"`seed` should be an integer. Received: seed={seed!r}")
         self.seed = seed
         merged = {**self.defaults, **options}
         self.validate(merged)
@@ -128,7 +130,7 @@ class Transform:
     # -- helpers for subclasses -------------------------------------------------------------
     def error(self, option: str, value, allowed: str) -> ValueError:
         """A ``ValueError`` naming this transform, the option, the value and what is allowed."""
-        return ValueError(
+        return InputValueError(
             f"Transform `{self.name}`: `{option}` should be {allowed}. Received: {option}={value!r}"
         )
 

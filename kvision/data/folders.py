@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvision.data.idx import DatasetError
+from kvision.errors import InputValueError
 from kvision.io import atomic_write_text
 from kvision.preprocess import (  # noqa: F401  (ImageError re-exported: the folder API raises it)
     ImageError,
@@ -250,7 +251,7 @@ def file_dataset(
     height, width = check_size(size)
     labels = np.asarray(labels)
     if labels.shape != (len(files),) or (labels.size and labels.dtype.kind not in "iu"):
-        raise ValueError(
+        raise InputValueError(
             f"`labels` should hold one integer per file ({len(files)} files). "
             f"Received: labels with shape {labels.shape} and dtype {labels.dtype}"
         )
@@ -332,7 +333,7 @@ def _check_known_classes(root: Path, folders: list[str], class_names: list[str])
 
 def _check_on_error(on_error) -> None:
     if on_error not in ON_ERROR_VALUES:
-        raise ValueError(
+        raise InputValueError(
             f"`on_error` should be one of {', '.join(ON_ERROR_VALUES)}. "
             f"Received: on_error={on_error!r}"
         )
@@ -344,7 +345,7 @@ def _check_extensions(extensions) -> tuple[str, ...]:
         or not extensions
         or not all(isinstance(e, str) and e.startswith(".") and len(e) > 1 for e in extensions)
     ):
-        raise ValueError(
+        raise InputValueError(
             "`extensions` should be a non-empty tuple of extensions such as ('.png', '.jpg'). "
             f"Received: extensions={extensions!r}"
         )
@@ -358,7 +359,7 @@ def _check_class_names(class_names) -> list[str]:
         or len(set(names)) != len(names)
         or not all(isinstance(n, str) and n for n in names)
     ):
-        raise ValueError(
+        raise InputValueError(
             "`class_names` should list at least 2 unique, non-empty class names. "
             f"Received: class_names={class_names!r}"
         )

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from kvision.data.datasets import Split
+from kvision.errors import InputValueError
 from kvision.models.contract import InputContract
 from kvision.preprocess import fit_pixels
 from kvision.preprocess import model_inputs as _model_inputs
@@ -56,9 +57,9 @@ def build_dataset(
         Without augmentation they equal :func:`model_inputs` of the same pixels exactly.
     """
     if batch_size < 1:
-        raise ValueError(f"`batch_size` should be >= 1. Received: batch_size={batch_size}")
+        raise InputValueError(f"`batch_size` should be >= 1. Received: batch_size={batch_size}")
     if len(split) == 0:
-        raise ValueError("Cannot build a dataset from an empty split.")
+        raise InputValueError("Cannot build a dataset from an empty split.")
     size = (contract.height, contract.width)
     if split.images is not None:
         ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))

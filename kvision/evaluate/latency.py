@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from kvision.errors import InputTypeError, InputValueError
+
 __all__ = ["measure_latency", "latency_stats"]
 
 
@@ -118,7 +120,9 @@ def _time(fn: Callable, x, warmup: int, runs: int) -> dict:
 
 def _check_int(value, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` should be an integer >= {minimum}. Received: {name}={value!r}")
+        raise InputValueError(
+            f"`{name}` should be an integer >= {minimum}. Received: {name}={value!r}"
+        )
     return int(value)
 
 
@@ -126,10 +130,10 @@ def _check_batch_sizes(batch_sizes) -> list[int]:
     if isinstance(batch_sizes, np.ndarray):
         batch_sizes = batch_sizes.tolist()
     if isinstance(batch_sizes, str) or not isinstance(batch_sizes, Sequence):
-        raise TypeError(
+        raise InputTypeError(
             "`batch_sizes` should be a list of positive integers, e.g. [1, 8, 32]. "
             f"Received: batch_sizes={batch_sizes!r}"
         )
     if not batch_sizes:
-        raise ValueError("`batch_sizes` should not be empty. Received: batch_sizes=[]")
+        raise InputValueError("`batch_sizes` should not be empty. Received: batch_sizes=[]")
     return [_check_int(b, f"batch_sizes[{i}]", minimum=1) for i, b in enumerate(batch_sizes)]

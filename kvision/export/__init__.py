@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kvision.errors import InputValueError
 from kvision.export.artifact import (
     Artifact,
     contract_path,
@@ -89,13 +90,13 @@ def export(
     formats = [formats] if isinstance(formats, str) else list(formats)
     unknown = [f for f in formats if f not in EXPORT_FORMATS]
     if unknown or not formats or len(set(formats)) != len(formats):
-        raise ValueError(
+        raise InputValueError(
             f"`formats` should be distinct values from {EXPORT_FORMATS}. "
             f"Received: formats={formats}"
         )
     x = np.asarray(samples, dtype=np.float32)
     if x.ndim != 4 or len(x) == 0:
-        raise ValueError(
+        raise InputValueError(
             f"`samples` should be float32 images [N, H, W, C] with N >= 1. "
             f"Received: shape={x.shape}"
         )

@@ -19,6 +19,7 @@ import tarfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from kvision.errors import InputValueError
 from kvision.models.contract import (  # noqa: F401  (re-exported: the export conventions)
     CONTRACT_SUFFIX,
     SAVED_MODEL_CONTRACT,
@@ -94,7 +95,7 @@ class Artifact:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"Unknown Artifact field(s) {unknown}. Allowed: {sorted(names)}.")
+            raise InputValueError(f"Unknown Artifact field(s) {unknown}. Allowed: {sorted(names)}.")
         return cls(**data)
 
     @classmethod

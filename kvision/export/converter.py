@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.errors import InputValueError
 from kvision.export.artifact import contract_path
 from kvision.io import atomic_write_bytes
 
@@ -136,19 +137,19 @@ def convert_tflite(
     from kvision.export.saved_model import resolve_contract, serving_function
 
     if variant not in VARIANTS:
-        raise ValueError(
+        raise InputValueError(
             f"`variant` should be one of {sorted(VARIANTS)}. Received: variant={variant!r}"
         )
     spec = VARIANTS[variant]
     path = Path(path)
     if path.suffix != ".tflite":
-        raise ValueError(f"`path` should end with .tflite. Received: path={str(path)!r}")
+        raise InputValueError(f"`path` should end with .tflite. Received: path={str(path)!r}")
     if path.exists() and not overwrite:
         raise FileExistsError(
             f"TFLite file already exists: {path}. Pass overwrite=True to replace it."
         )
     if spec.needs_representative_data and representative_data is None:
-        raise ValueError(
+        raise InputValueError(
             f"Variant `{variant}` calibrates activations: pass `representative_data` "
             "(float32 model inputs [N, H, W, C])."
         )
@@ -200,14 +201,14 @@ def _check_deny_layers(model, deny_layers, variant: str) -> list[str]:
     if not deny:
         return deny
     if variant not in DENY_VARIANTS:
-        raise ValueError(
+        raise InputValueError(
             f"`variant` with `deny_layers` should be one of {DENY_VARIANTS}. "
             f"Received: variant={variant!r}"
         )
     names = [layer.name for layer in model.layers]
     unknown = [n for n in deny if n not in names]
     if unknown:
-        raise ValueError(f"`deny_layers` names unknown layer(s) {unknown}. Layers: {names}")
+        raise InputValueError(f"`deny_layers` names unknown layer(s) {unknown}. Layers: {names}")
     return deny
 
 
@@ -221,7 +222,7 @@ def _convert_denying(converter, model, deny: list[str], variant: str, path: Path
         calibrated = converter.convert()
         nodes = denied_tensors(calibrated, deny, [layer.name for layer in model.layers])
         if not nodes:
-            raise ValueError(
+            raise InputValueError(
                 f"`deny_layers` {deny} matched no op of the converted model; the converter may "
                 "have fused them into a neighbour. Deny-list that layer instead."
             )
@@ -317,7 +318,7 @@ def _representative_dataset(data, shape, limit: int):
     x = np.asarray(data, dtype=np.float32)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape) or len(x) == 0:
         dims = ", ".join(map(str, shape))
-        raise ValueError(
+        raise InputValueError(
             f"`representative_data` should be float32 images [N, {dims}] with "
             f"N >= 1. Received: shape={x.shape}"
         )

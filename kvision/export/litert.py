@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.errors import InputValueError, MissingDependencyError
+
 _INSTALL_HINT = "LiteRT is missing: `pip install ai-edge-litert==2.3.*`."
 _TFLITE_IDENTIFIER = b"TFL3"
 _CUSTOM = "CUSTOM"
@@ -36,7 +38,7 @@ def _litert():
     try:
         from ai_edge_litert import interpreter
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(_INSTALL_HINT) from exc
+        raise MissingDependencyError(_INSTALL_HINT) from exc
     return interpreter
 
 
@@ -64,11 +66,11 @@ def tflite_op_names(model) -> list[str]:
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError as exc:  # pragma: no cover
-        raise ImportError(_INSTALL_HINT) from exc
+        raise MissingDependencyError(_INSTALL_HINT) from exc
     label = "model bytes" if isinstance(model, bytes | bytearray) else str(model)
     data = bytes(model) if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
     if not is_tflite_buffer(data):
-        raise ValueError(f"{label} is not a TFLite flatbuffer (no 'TFL3' identifier).")
+        raise InputValueError(f"{label} is not a TFLite flatbuffer (no 'TFL3' identifier).")
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     try:
         root = schema.Model.GetRootAs(data, 0)
@@ -82,7 +84,7 @@ def tflite_op_names(model) -> list[str]:
                 name = custom.decode("utf-8", "replace") if custom else _CUSTOM
             ops.add(name)
     except Exception as exc:  # flatbuffers raises struct.error / IndexError on corrupt data
-        raise ValueError(f"{label} is not a readable TFLite flatbuffer: {exc}") from exc
+        raise InputValueError(f"{label} is not a readable TFLite flatbuffer: {exc}") from exc
     return sorted(ops)
 
 
@@ -144,7 +146,7 @@ class LiteRTModel:
         if num_threads is not None and (
             isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1
         ):
-            raise ValueError(
+            raise InputValueError(
                 f"`num_threads` should be a positive integer or None. "
                 f"Received: num_threads={num_threads!r}"
             )
@@ -167,9 +169,9 @@ class LiteRTModel:
             )
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise ValueError(f"Cannot load TFLite model {self.path}: {exc}") from exc
+            raise InputValueError(f"Cannot load TFLite model {self.path}: {exc}") from exc
         if len(self.input_details) != 1 or len(self.output_details) != 1:
-            raise ValueError(
+            raise InputValueError(
                 f"{self.path} should have one input and one output. Received: "
                 f"{len(self.input_details)} inputs, {len(self.output_details)} outputs."
             )
@@ -259,19 +261,19 @@ class LiteRTModel:
             x = x[None]
         if tuple(x.shape[1:]) != want:
             dims = ", ".join(map(str, want))
-            raise ValueError(
+            raise InputValueError(
                 f"`x` should have shape [N, {dims}] for {self.path.name}. "
                 f"Received: x.shape={x.shape}"
             )
         if batch_size is not None and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
-            raise ValueError(
+            raise InputValueError(
                 f"`batch_size` should be a positive integer. Received: batch_size={batch_size!r}"
             )
         if fixed is not None:
             if batch_size not in (None, fixed):
-                raise ValueError(
+                raise InputValueError(
                     f"{self.path.name} has a fixed batch size {fixed}; `batch_size` "
                     f"should be None or {fixed}. Received: batch_size={batch_size}"
                 )

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.errors import InputTypeError, InputValueError
 from kvision.export.artifact import SAVED_MODEL_CONTRACT
 
 SIGNATURE_KEY = "serving_default"
@@ -44,19 +45,21 @@ def resolve_contract(model, contract=None):
     require_tf_keras_model(model)
     shape = model.input_shape
     if isinstance(shape, list):
-        raise ValueError(f"`model` should have one input (images). Received: {len(shape)} inputs.")
+        raise InputValueError(
+            f"`model` should have one input (images). Received: {len(shape)} inputs."
+        )
     _, h, w, c = shape
     if contract is None:
         contract = getattr(model, "kvision_contract", None)
     if contract is None:
         if None in (h, w, c):
-            raise ValueError(
+            raise InputValueError(
                 f"`model` has a free input size {tuple(shape)}; pass `contract` "
                 "(kvision.models.InputContract) so the export knows the image size."
             )
         return InputContract.from_model(model)
     if not isinstance(contract, InputContract):
-        raise TypeError(
+        raise InputTypeError(
             f"`contract` should be an InputContract. Received: contract={type(contract).__name__}"
         )
     for axis, got, want in (
@@ -65,7 +68,7 @@ def resolve_contract(model, contract=None):
         ("channels", c, contract.channels),
     ):
         if got is not None and int(got) != want:
-            raise ValueError(
+            raise InputValueError(
                 f"`contract` {axis}={want} does not match the model's input shape {tuple(shape)}."
             )
     return contract
@@ -88,7 +91,7 @@ def serving_function(model, contract=None):
     contract = resolve_contract(model, contract)
     outputs = model.outputs if hasattr(model, "outputs") else None
     if outputs is not None and len(outputs) != 1:
-        raise ValueError(
+        raise InputValueError(
             f"`model` should have one output (class probabilities). "
             f"Received: {len(outputs)} outputs."
         )
@@ -136,7 +139,7 @@ def export_saved_model(
 
     _check_name(model_name)
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ValueError(
+        raise InputValueError(
             f"`version` should be a non-negative integer. Received: version={version!r}"
         )
     contract = resolve_contract(model, contract)
@@ -170,7 +173,7 @@ def _check_name(model_name) -> None:
         or "/" in model_name
         or "\\" in model_name
     ):
-        raise ValueError(
+        raise InputValueError(
             "`model_name` should be a non-empty folder name without slashes. "
             f"Received: model_name={model_name!r}"
         )
@@ -227,19 +230,19 @@ class ServingSignature:
         if key is None and len(signatures) == 1:
             key = next(iter(signatures))
         if key is None:
-            raise ValueError(
+            raise InputValueError(
                 f"{self.path} has no `{SIGNATURE_KEY}` signature; found {sorted(signatures)}."
             )
         self._fn = signatures[key]
         inputs = self._fn.structured_input_signature[1]
         outputs = self._fn.structured_outputs
         if len(inputs) != 1:
-            raise ValueError(
+            raise InputValueError(
                 f"Signature `{key}` of {self.path} should have one (image) input. "
                 f"Found {sorted(inputs)}."
             )
         if OUTPUT_NAME not in outputs and len(outputs) != 1:
-            raise ValueError(
+            raise InputValueError(
                 f"Signature `{key}` of {self.path} has outputs {sorted(outputs)}; expected one, "
                 f"or one named `{OUTPUT_NAME}`."
             )

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from kvision._keras import keras
+from kvision.errors import InputTypeError, InputValueError
 from kvision.models.registry import register_model
 
 layers = keras.layers
@@ -169,12 +170,12 @@ def build_backbone(name: str, input_shape, weights=None, **options):
     weights_path = _check_weights(weights, name)
     input_shape = tuple(int(v) for v in input_shape)
     if len(input_shape) != 3:
-        raise ValueError(
+        raise InputValueError(
             f"`input_shape` should be (height, width, channels). "
             f"Received: input_shape={input_shape}"
         )
     if min(input_shape[:2]) < spec.min_size:
-        raise ValueError(
+        raise InputValueError(
             f"`{name}` needs inputs of at least {spec.min_size}x{spec.min_size} "
             f"pixels. Received: input_shape={input_shape}"
         )
@@ -227,7 +228,7 @@ def build_application(
         (None, 4)
     """
     if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
+        raise InputValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
     backbone = build_backbone(name, input_shape, weights=weights, **options)
     x = layers.GlobalAveragePooling2D(name="pool")(backbone.output)
     if dropout:
@@ -409,7 +410,9 @@ def strip_input_preprocessing(model):
 
 def _spec(name: str) -> Application:
     if name not in APPLICATIONS:
-        raise ValueError(f"Unknown application `{name}`. Available: {', '.join(APPLICATIONS)}.")
+        raise InputValueError(
+            f"Unknown application `{name}`. Available: {', '.join(APPLICATIONS)}."
+        )
     return APPLICATIONS[name]
 
 
@@ -417,14 +420,14 @@ def _check_weights(weights, name: str) -> Path | None:
     if weights is None:
         return None
     if isinstance(weights, str) and weights.strip().lower() == "imagenet":
-        raise ValueError(
+        raise InputValueError(
             f"`weights='imagenet'` would download the ImageNet weights of `{name}`, but kvision "
             "never downloads (no network access is assumed). Copy the Keras no-top weights file "
             f"of {APPLICATIONS[name].constructor} (e.g. '..._notop.h5') to this machine and pass "
             "its path: weights='/path/to/file.h5'. Or pass weights=None to train from scratch."
         )
     if not isinstance(weights, (str, Path)):
-        raise TypeError(
+        raise InputTypeError(
             f"`weights` should be None or the path of a local weights file. "
             f"Received: weights={weights!r}"
         )
@@ -436,7 +439,7 @@ def _check_weights(weights, name: str) -> Path | None:
 
 def _weights_error(name, path, input_shape, exc) -> ValueError:
     constructor = APPLICATIONS[name].constructor
-    return ValueError(
+    return InputValueError(
         f"Could not load the weights of `{name}` from {path}: {exc}. The file should hold the "
         f"weights of {constructor}(include_top=False) built for {input_shape[-1]} input "
         "channel(s) (ImageNet files expect 3; grayscale needs weights saved from a 1-channel "

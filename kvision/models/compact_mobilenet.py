@@ -12,6 +12,7 @@ at the same wall time, measured on Fashion-MNIST.
 from __future__ import annotations
 
 from kvision._keras import keras
+from kvision.errors import InputValueError
 from kvision.models.registry import register_model
 
 layers = keras.layers
@@ -102,9 +103,9 @@ def compact_mobilenet(
         (None, 10)
     """
     if width <= 0:
-        raise ValueError(f"`width` should be > 0. Received: width={width}")
+        raise InputValueError(f"`width` should be > 0. Received: width={width}")
     if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
+        raise InputValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
     inputs = keras.Input(shape=input_shape, name="images")
     size = min(input_shape[:2])
     stem_stride = _stride(2, size)

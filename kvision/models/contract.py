@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.errors import InputValueError
 from kvision.io import atomic_write_json
 
 FLOAT_DOMAIN = "float"
@@ -75,7 +76,7 @@ def input_domain(dtype, quantized: bool = False) -> str:
         return FLOAT_DOMAIN
     if kind in "iu":
         return FLOAT_DOMAIN if quantized else name
-    raise ValueError(
+    raise InputValueError(
         f"An image input should be a float or integer tensor. Received: dtype={name!r}"
     )
 
@@ -122,7 +123,7 @@ def to_input_tensor(x, dtype, scale: float = 0.0, zero_point: int = 0, where: st
         got = "non-finite values (NaN or Infinity)"
         if finite:
             got = f"values in [{lo:g}, {hi:g}]" + (" with fractions" if fractional else "")
-        raise ValueError(
+        raise InputValueError(
             f"{where} takes raw {name} pixel values (an integer input without quantization "
             f"parameters): whole numbers in [{info.min}, {info.max}]. Received: {got}. Feed "
             "pixels as they are (0..255), not scaled to [0, 1]."
@@ -175,18 +176,20 @@ class InputContract:
         for name in ("height", "width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(
+                raise InputValueError(
                     f"`{name}` should be a positive integer. Received: {name}={value!r}"
                 )
         if self.channels not in (1, 3):
-            raise ValueError(f"`channels` should be 1 or 3. Received: channels={self.channels!r}")
+            raise InputValueError(
+                f"`channels` should be 1 or 3. Received: channels={self.channels!r}"
+            )
         if self.input_domain != FLOAT_DOMAIN:
             self._check_raw_domain()
 
     def _check_raw_domain(self) -> None:
         kind, name = _dtype_kind(self.input_domain)
         if kind not in "iu" or name != self.input_domain:
-            raise ValueError(
+            raise InputValueError(
                 "`input_domain` should be 'float' or an integer dtype name such as 'uint8'. "
                 f"Received: input_domain={self.input_domain!r}"
             )
@@ -195,7 +198,7 @@ class InputContract:
             info.min <= self.offset and 255 + self.offset <= info.max
         )
         if self.scale != 1.0 or not offset_ok:
-            raise ValueError(
+            raise InputValueError(
                 f"A contract with input_domain={name!r} feeds raw pixel values: `scale` should "
                 f"be 1 and `offset` a whole number keeping 0..255 inside {name} "
                 f"[{info.min}, {info.max}]. Received: scale={self.scale!r}, offset={self.offset!r}"
@@ -231,7 +234,7 @@ class InputContract:
         if self.raw_input:
             to_input_tensor(x, self.input_domain, where=where)
         elif np.size(x) and not np.all(np.isfinite(x)):
-            raise ValueError(f"{where} contains NaN or Infinity.")
+            raise InputValueError(f"{where} contains NaN or Infinity.")
 
     def check_tensor(self, dtype, quantized: bool = False, where: str = "the artifact") -> None:
         """Raise ``ValueError`` when this contract contradicts the artifact's input tensor.
@@ -248,7 +251,7 @@ class InputContract:
         """
         domain = input_domain(dtype, quantized)
         if domain != FLOAT_DOMAIN and self.input_domain != domain:
-            raise ValueError(
+            raise InputValueError(
                 f"The input contract of {where} contradicts its input tensor: the tensor is "
                 f"{domain} without quantization parameters, so it takes raw pixel values "
                 f"0..255, but the contract says input_domain={self.input_domain!r} "
@@ -337,7 +340,7 @@ class InputContract:
         """
         shape = tuple(shape)
         if len(shape) != 4 or None in shape[1:] or shape[3] not in (1, 3):
-            raise ValueError(
+            raise InputValueError(
                 f"{where} has input shape {list(shape)}; an image model needs [N, H, W, 1 or 3] "
                 "with fixed H, W and C (or a contract.json beside it)."
             )
@@ -348,7 +351,7 @@ class InputContract:
         if domain != FLOAT_DOMAIN:
             info = np.iinfo(domain)
             if info.min > 0 or info.max < 255:
-                raise ValueError(
+                raise InputValueError(
                     f"{where} takes raw {domain} values without quantization parameters, which "
                     f"cannot hold pixels 0..255; write a contract.json beside it that says how "
                     f"pixels map (e.g. input_domain={domain!r}, scale=1, offset=-128)."

@@ -13,6 +13,7 @@ Layer names form the blocks :mod:`kvision.models.transfer` unfreezes: ``conv1`` 
 from __future__ import annotations
 
 from kvision._keras import keras
+from kvision.errors import InputValueError
 from kvision.models.registry import register_model
 
 layers = keras.layers
@@ -48,23 +49,23 @@ def lenet(
     """
     filters = tuple(filters) if isinstance(filters, (list, tuple)) else (filters,)
     if not filters or any(not isinstance(f, int) or f < 1 for f in filters):
-        raise ValueError(
+        raise InputValueError(
             f"`filters` should be a non-empty sequence of positive integers. "
             f"Received: filters={filters}"
         )
     if not isinstance(kernel_size, int) or kernel_size < 1:
-        raise ValueError(
+        raise InputValueError(
             f"`kernel_size` should be a positive integer. Received: kernel_size={kernel_size!r}"
         )
     if not isinstance(dense_units, int) or dense_units < 0:
-        raise ValueError(
+        raise InputValueError(
             f"`dense_units` should be an integer >= 0. Received: dense_units={dense_units!r}"
         )
     if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
+        raise InputValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
     min_size = 4 * 2 ** len(filters)
     if min(input_shape[:2]) < min_size:
-        raise ValueError(
+        raise InputValueError(
             f"`lenet` with {len(filters)} conv stage(s) needs inputs of at least "
             f"{min_size}x{min_size} pixels. "
             f"Received: input_shape={tuple(input_shape)}"

@@ -13,6 +13,8 @@ import difflib
 import inspect
 from collections.abc import Callable
 
+from kvision.errors import InputTypeError, InputValueError
+
 _REGISTRY: dict[str, Callable] = {}
 
 
@@ -44,7 +46,7 @@ def get_builder(name: str) -> Callable:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" Did you mean `{close[0]}`?" if close else ""
-        raise ValueError(
+        raise InputValueError(
             f"Unknown model `{name}`.{hint} Available: {', '.join(sorted(_REGISTRY))}."
         )
     return _REGISTRY[name]
@@ -67,18 +69,20 @@ def build_model(name: str, input_shape, num_classes: int, labels=None, **options
 
     builder = get_builder(name)
     if len(tuple(input_shape)) != 3:
-        raise ValueError(
+        raise InputValueError(
             f"`input_shape` should be (height, width, channels). "
             f"Received: input_shape={tuple(input_shape)}"
         )
     if int(num_classes) < 2:
-        raise ValueError(f"`num_classes` should be >= 2. Received: num_classes={num_classes}")
+        raise InputValueError(f"`num_classes` should be >= 2. Received: num_classes={num_classes}")
     params = inspect.signature(builder).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = [k for k in options if k not in params]
         if unknown:
             allowed = [k for k in params if k not in ("input_shape", "num_classes")]
-            raise TypeError(f"Model `{name}` got unknown option(s) {unknown}. Allowed: {allowed}.")
+            raise InputTypeError(
+                f"Model `{name}` got unknown option(s) {unknown}. Allowed: {allowed}."
+            )
     h, w, c = (int(v) for v in input_shape)
     model = builder(input_shape=(h, w, c), num_classes=int(num_classes), **options)
     labels = list(labels) if labels is not None else [str(i) for i in range(int(num_classes))]

@@ -13,6 +13,7 @@ Layer names form the blocks :mod:`kvision.models.transfer` unfreezes: ``stem_*``
 from __future__ import annotations
 
 from kvision._keras import keras
+from kvision.errors import InputValueError
 from kvision.models.registry import register_model
 
 layers = keras.layers
@@ -69,14 +70,14 @@ def small_resnet(
         else (blocks_per_stage,)
     )
     if not stages or any(not isinstance(n, int) or n < 1 for n in stages):
-        raise ValueError(
+        raise InputValueError(
             f"`blocks_per_stage` should be a non-empty sequence of positive integers. "
             f"Received: blocks_per_stage={blocks_per_stage}"
         )
     if not isinstance(width, int) or width < 1:
-        raise ValueError(f"`width` should be a positive integer. Received: width={width!r}")
+        raise InputValueError(f"`width` should be a positive integer. Received: width={width!r}")
     if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
+        raise InputValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
 
     inputs = keras.Input(shape=input_shape, name="images")
     if min(input_shape[:2]) < 64:

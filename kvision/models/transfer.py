@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvision._keras import keras, load_model, require_tf_keras_model
+from kvision.errors import InputTypeError, InputValueError
 
 layers = keras.layers
 
@@ -86,7 +87,7 @@ def classifier_head(model) -> list:
     """
     require_tf_keras_model(model)
     if len(model.outputs) != 1:
-        raise ValueError(
+        raise InputValueError(
             f"`model` should have one output (a classifier). "
             f"Received a model with {len(model.outputs)} outputs."
         )
@@ -96,7 +97,7 @@ def classifier_head(model) -> list:
         head.append(layer)
         layer = _previous(layer)
     if not isinstance(layer, layers.Dense):
-        raise ValueError(
+        raise InputValueError(
             f"`model` should end in a Dense classifier (optionally followed by an "
             f"activation). Received a model ending in {type(layer).__name__} "
             f"`{layer.name}`."
@@ -170,9 +171,11 @@ def set_trainable_blocks(model, n_blocks: int, family: str | None = None) -> lis
     """
     blocks = backbone_blocks(model, family)
     if isinstance(n_blocks, bool) or not isinstance(n_blocks, int) or n_blocks < 0:
-        raise ValueError(f"`n_blocks` should be an integer >= 0. Received: n_blocks={n_blocks!r}")
+        raise InputValueError(
+            f"`n_blocks` should be an integer >= 0. Received: n_blocks={n_blocks!r}"
+        )
     if n_blocks > len(blocks):
-        raise ValueError(
+        raise InputValueError(
             f"`n_blocks` should be at most {len(blocks)}, the number of blocks of "
             f"this model ({', '.join(name for name, _ in blocks)}). "
             f"Received: n_blocks={n_blocks}"
@@ -229,20 +232,20 @@ def build_transfer_model(
     from kvision.models.registry import build_model, list_models
 
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(
+        raise InputValueError(
             f"`num_classes` should be an integer >= 2. Received: num_classes={num_classes!r}"
         )
     if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
+        raise InputValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
     labels = list(labels) if labels is not None else [str(i) for i in range(num_classes)]
     if len(labels) != num_classes:
-        raise ValueError(
+        raise InputValueError(
             f"`labels` should have {num_classes} names (num_classes). "
             f"Received {len(labels)}: {labels}"
         )
     if isinstance(backbone, str) and backbone in list_models():
         if input_shape is None:
-            raise ValueError(
+            raise InputValueError(
                 f"`input_shape` is required to build the registered model "
                 f"`{backbone}`. Received: input_shape=None"
             )
@@ -256,14 +259,14 @@ def build_transfer_model(
 
     if weights is not None or options:
         given = (["weights"] if weights is not None else []) + sorted(options)
-        raise TypeError(
+        raise InputTypeError(
             f"{given} only apply when `backbone` is a registered model name. "
             f"Received: backbone={_describe(backbone)}"
         )
     source, contract = _load_classifier(backbone)
     model_shape = tuple(int(v) for v in source.input_shape[1:])
     if input_shape is not None and tuple(int(v) for v in input_shape) != model_shape:
-        raise ValueError(
+        raise InputValueError(
             f"`input_shape` should match the backbone's input {model_shape} (resize "
             f"the images instead). Received: input_shape={tuple(input_shape)}"
         )
@@ -310,7 +313,7 @@ def _family(model, family: str | None) -> BlockFamily:
         return detect_family(model)
     known = {f.name: f for f in [*block_families(), GENERIC]}
     if family not in known:
-        raise ValueError(f"Unknown block family `{family}`. Available: {', '.join(known)}.")
+        raise InputValueError(f"Unknown block family `{family}`. Available: {', '.join(known)}.")
     return known[family]
 
 

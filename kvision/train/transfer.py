@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kvision._keras import require_tf_keras_model
 from kvision.config import TrainConfig
+from kvision.errors import InputTypeError, InputValueError
 from kvision.io import atomic_write_json
 from kvision.models.transfer import backbone_blocks, set_trainable_blocks
 from kvision.train.fit import FitResult, fit, training_done
@@ -75,21 +76,21 @@ def fit_transfer(
         ("unfreeze_blocks", unfreeze_blocks),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` should be an integer >= 1. Received: {name}={value!r}")
+            raise InputValueError(f"`{name}` should be an integer >= 1. Received: {name}={value!r}")
     if not 0 < finetune_lr_factor <= 1:
-        raise ValueError(
+        raise InputValueError(
             f"`finetune_lr_factor` should be in (0, 1]. "
             f"Received: finetune_lr_factor={finetune_lr_factor}"
         )
     allowed = [p for p in inspect.signature(fit).parameters if p not in _FIT_OWN_ARGS]
     unknown = sorted(set(fit_kwargs) - set(allowed))
     if unknown:
-        raise TypeError(
+        raise InputTypeError(
             f"fit_transfer got unknown argument(s) {unknown}. Allowed **fit_kwargs: {allowed}."
         )
     blocks = backbone_blocks(model)
     if unfreeze_blocks > len(blocks):
-        raise ValueError(
+        raise InputValueError(
             f"`unfreeze_blocks` should be at most {len(blocks)}, the number of "
             f"backbone blocks ({', '.join(name for name, _ in blocks)}). "
             f"Received: unfreeze_blocks={unfreeze_blocks}"

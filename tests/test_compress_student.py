@@ -86,3 +86,30 @@ def test_a_wider_student_is_refused():
     teacher = _randomize(build_model("compact_mobilenet", SHAPE, 10, width=0.6), 5)
     student = build_model("compact_mobilenet", SHAPE, 10)
     assert init_from_teacher(student, teacher) is None
+
+
+def test_distill_starts_from_the_teacher_and_says_so(tmp_path, tiny_images):
+    import tensorflow as tf
+
+    from kvision.compress import compress
+    from kvision.compress.config import CompressConfig
+
+    images, labels = tiny_images
+    x = images.astype(np.float32) / 255.0
+    ds = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)
+    teacher = build_model("compact_mobilenet", SHAPE, 4, width=0.5, dropout=0.0)
+    teacher.compile("adam", "sparse_categorical_crossentropy")
+    teacher.fit(ds, epochs=2, verbose=0)
+    cfg = CompressConfig(techniques=["distill"], self_distill=False)
+    cfg.distill.student_options = {"width": 0.35, "dropout": 0.0}
+    cfg.distill.epochs = 1
+    result = compress(teacher, ds, ds, cfg, tmp_path / "c", test=(x, labels))
+    assert result.distill["init"] == "teacher"
+    assert result.distill["init_detail"]["groups"] > 0
+    assert result.distill["student_params"] < teacher.count_params()
+    row = next(a for a in result.artifacts if a.name == "distill_int8")
+    assert (tmp_path / "c" / "tflite").is_dir() and row.checks.get("exported", row.ok)
+
+    cfg.distill.init = "random"
+    again = compress(teacher, ds, ds, cfg, tmp_path / "r", test=(x, labels))
+    assert again.distill["init"] == "random"

@@ -445,6 +445,11 @@ def _run_distill(ctx: _Context, result):
 
     steps = count_steps(ctx.train_ds, ctx.cfg.steps_per_epoch)
     s = student()
+    init = None
+    if cfg.init == "teacher":
+        from kvision.compress.student import init_from_teacher
+
+        init = init_from_teacher(s, ctx.model)
     distiller = Distiller(s, ctx.model, cfg.temperature, cfg.alpha)
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps * cfg.epochs, 0.05)
     distiller.compile(optimizer=keras.optimizers.Adam(schedule))
@@ -460,6 +465,8 @@ def _run_distill(ctx: _Context, result):
         "student": cfg.student,
         "student_options": dict(cfg.student_options),
         "student_params": int(s.count_params()),
+        "init": "teacher" if init else "random",
+        "init_detail": init,
         "teacher_params": int(ctx.model.count_params()),
         "temperature": cfg.temperature,
         "alpha": cfg.alpha,

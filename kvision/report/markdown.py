@@ -241,8 +241,11 @@ def _training_section(training) -> list[str]:
             f"{training['epochs_run']} run of {training['epochs']}"
             + (f" (resumed from epoch {resumed})" if resumed is not None else ""),
         ),
-        *([("epochs chosen", _cell(training["epochs_reason"]))]
-          if training.get("epochs_reason") else []),  # fmt: skip
+        *(
+            [("epochs chosen", _cell(training["epochs_reason"]))]
+            if training.get("epochs_reason")
+            else []
+        ),  # fmt: skip
         ("best epoch", str(training.get("best_epoch") or DASH)),
         ("best val accuracy", fmt_ratio(training.get("best_val_accuracy"))),
         ("checkpoint", f"`{training['checkpoint']}`" if training.get("checkpoint") else DASH),
@@ -380,7 +383,13 @@ def distill_line(distill: Mapping | None) -> str | None:
     text = (
         f"Distillation: student {distill['student']}({options}), "
         f"{distill.get('student_params', 0):,} parameters vs the teacher's "
-        f"{distill.get('teacher_params', 0):,}; {distill['epochs']} epochs at T="
+        f"{distill.get('teacher_params', 0):,}"
+        + (
+            " (started from the teacher's most important channels)"
+            if distill.get("init") == "teacher"
+            else ""
+        )
+        + f"; {distill['epochs']} epochs at T="
         f"{distill['temperature']}, alpha={distill['alpha']}. Test accuracy: distilled "
         f"{fmt_ratio(distill.get('student_accuracy'))}"
     )

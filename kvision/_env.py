@@ -10,16 +10,21 @@ and the input gradient are fine, and so are other kernel sizes, stride 1, Depthw
 SeparableConv2D, Conv1D and Conv3D; the measurements are in ``tools/probe_onednn.py`` and the
 README's "oneDNN" note.
 
-So importing kvision sets ``TF_ENABLE_ONEDNN_OPTS=0`` unless the variable is already set (a user
-who sets it keeps their choice). This is the one environment change kvision makes at import
-time, the exception to "nothing happens at import time", and it lives only here. When
-TensorFlow was imported with oneDNN on anyway (TensorFlow imported before kvision, or
-``TF_ENABLE_ONEDNN_OPTS=1``), :func:`check_trainable` refuses to train a model that has such a
-layer, with an :class:`~kvision.errors.UnsafeTrainingError` that says what to do.
+oneDNN trains the default model 2 to 2.8 times faster on the measuring CPU (468 images/s off,
+936 to 1,307 on: ``tools/probe_onednn.py --speed``), so kvision leaves it on and keeps the risky
+layer kind away from it instead:
 
-The cost, measured with ``tools/probe_onednn.py --speed``: ``compact_mobilenet`` (28x28x1, batch
-128) trains at 468 images/s with oneDNN off and at 936 to 1,307 with it on (2-core AVX-512 CPU,
-shared). ``TF_ENABLE_ONEDNN_OPTS=1`` keeps that speed; the check still refuses the risky layers.
+- kvision's own models have no such layer (``small_resnet`` downsamples its projection
+  shortcuts by average pooling, ResNet-D style).
+- Before any training or fine-tuning step, :func:`check_trainable` refuses a model that has
+  one while oneDNN is on, with an :class:`~kvision.errors.UnsafeTrainingError` naming the
+  layers (the check is wider than what crashed: any channel count, one divisible side, unknown
+  sizes).
+- The ``kvision`` command catches that refusal and runs itself again in a fresh process with
+  ``TF_ENABLE_ONEDNN_OPTS=0`` (before TensorFlow loads), unless the user set the variable.
+  Nothing is lost: the refusal comes before the first step, and runs resume from disk.
+- Python users set ``TF_ENABLE_ONEDNN_OPTS=0`` before importing TensorFlow for such a model;
+  the error says so.
 
 **Quiet start-up.** :func:`import_tensorflow` imports TensorFlow with the start-up lines it
 writes from C++ (oneDNN, CUDA drivers, ``cuInit``) filtered out of stderr; every other line it
@@ -35,11 +40,6 @@ import sys
 import tempfile
 
 ONEDNN_VAR = "TF_ENABLE_ONEDNN_OPTS"
-
-
-def disable_onednn_by_default() -> None:
-    """Set ``TF_ENABLE_ONEDNN_OPTS=0`` unless it is set (called by ``import kvision``)."""
-    os.environ.setdefault(ONEDNN_VAR, "0")
 
 
 def onednn_enabled() -> bool:
@@ -138,8 +138,8 @@ def onednn_risky_layers(model) -> list[str]:
 def check_trainable(model, what: str = "training") -> None:
     """Refuse to train ``model`` when oneDNN is on here and the model has a risky layer.
 
-    Call it before ``fit`` (kvision's ``fit`` and the CLI's compress command do). Costs nothing
-    when oneDNN is off, the default after ``import kvision``.
+    Call it before ``fit`` (kvision's ``fit``, ``compress`` and the CLI's compress command do).
+    Costs nothing when oneDNN is off.
 
     Args:
         model: the tf_keras model about to be trained or fine-tuned.
@@ -157,17 +157,15 @@ def check_trainable(model, what: str = "training") -> None:
     from kvision.errors import UnsafeTrainingError
 
     value = os.environ.get(ONEDNN_VAR)
-    why = (
-        f"{ONEDNN_VAR}={value} was set" if value not in (None, "0") else
-        "TensorFlow was imported before kvision"
-    )  # fmt: skip
+    why = f"{ONEDNN_VAR}={value} was set" if value is not None else "TensorFlow's default"
     raise UnsafeTrainingError(
         f"Refusing {what}: TensorFlow's oneDNN ops are on in this process ({why}), and the "
         f"oneDNN gradient of {', '.join(risky)} writes outside its buffers (a crash or a "
         "corrupted heap; 1x1 convolutions with a stride that divides the map size). Start a "
-        f"new process with {ONEDNN_VAR}=0 set before TensorFlow is imported (importing kvision "
-        "first does that), or change the layer (a 1x1 stride-1 convolution after pooling, or "
-        "an odd map size)."
+        f"new process with {ONEDNN_VAR}=0 set before TensorFlow is imported (the kvision "
+        "command does that by itself), or change the layer (pooling, then a 1x1 stride-1 "
+        "convolution, or an odd map size).",
+        risky,
     )
 
 

@@ -217,10 +217,12 @@ def main(argv: list[str] | None = None, extensions=()) -> int:
         print("\ninterrupted: run the same command again to resume.", file=sys.stderr)
         return 130
     except Exception as exc:
-        from kvision.errors import is_user_error
+        from kvision.errors import UnsafeTrainingError, is_user_error
 
         if args.debug:
             raise
+        if isinstance(exc, UnsafeTrainingError) and argv is None:
+            _restart_without_onednn(args.command, exc)  # returns only when it may not
         if is_user_error(exc):
             print(f"kvision {args.command}: error: {exc}", file=sys.stderr)
             return 2
@@ -231,6 +233,27 @@ def main(argv: list[str] | None = None, extensions=()) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _restart_without_onednn(command: str, exc) -> None:
+    """Run this same command again in a fresh process with oneDNN off.
+
+    The guard (:func:`kvision._env.check_trainable`) stops before any training step, so nothing
+    is lost; training and compression resume from what is on disk. Only when the user did not
+    set ``TF_ENABLE_ONEDNN_OPTS`` (their explicit choice is reported instead) and only once.
+    """
+    from kvision._env import ONEDNN_VAR
+
+    if ONEDNN_VAR in os.environ:
+        return
+    print(
+        f"kvision {command}: {exc.layers_text()}: restarting with {ONEDNN_VAR}=0 "
+        "(oneDNN's gradient of these layers corrupts the heap; slower, but safe).",
+        file=sys.stderr,
+        flush=True,
+    )
+    env = {**os.environ, ONEDNN_VAR: "0"}
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def _dispatch(args) -> int:

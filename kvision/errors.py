@@ -54,7 +54,19 @@ class MissingDependencyError(UserError, ImportError):
 
 
 class UnsafeTrainingError(UserError, RuntimeError):
-    """Training this model in this process would corrupt memory (see ``kvision._env``)."""
+    """Training this model in this process would corrupt memory (see ``kvision._env``).
+
+    ``layers`` names the offending layers (``"name (Conv2D 1x1, stride 2, 62x62 map)"``).
+    """
+
+    def __init__(self, message: str, layers=()):
+        super().__init__(message)
+        self.layers = list(layers)
+
+    def layers_text(self) -> str:
+        """The offending layers in a few words, for one line of output."""
+        shown = ", ".join(self.layers[:3]) + (" ..." if len(self.layers) > 3 else "")
+        return f"the model has 1x1 strided convolution(s) {shown}"
 
 
 _PATH_ERRORS = (

@@ -1,8 +1,9 @@
 """oneDNN's heap corruption in the gradient of 1x1 strided convolutions (kvision issue 8).
 
-Importing kvision sets TF_ENABLE_ONEDNN_OPTS=0 unless it is set; when TensorFlow runs oneDNN
-anyway, training a model with such a layer is refused. Whatever depends on the process's
-TensorFlow import runs in a subprocess, so that a crash is a failed test, not a dead pytest.
+oneDNN stays on (it trains the default model 2-3x faster). kvision's own models have no such
+layer; ``fit`` and ``compress`` refuse one while oneDNN is on, and the ``kvision`` command then
+restarts itself with TF_ENABLE_ONEDNN_OPTS=0. Whatever depends on the process's TensorFlow import
+runs in a subprocess, so that a crash is a failed test, not a dead pytest.
 """
 
 import os
@@ -10,6 +11,7 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kvision import _env
@@ -17,20 +19,11 @@ from kvision._keras import keras
 from kvision.errors import UnsafeTrainingError
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
-# small_resnet at width 8 on 62x62 images: its stage-2 shortcut is a 1x1 stride-2 Conv2D on a
-# 62x62 map with 8 input channels, the field report's shape. With oneDNN on (and this module's
-# refusal bypassed) `kvision train` with it died by SIGSEGV; at 28x28 it ran on silently, which
-# is why the test also checks that oneDNN was off.
-RISKY_MODEL = [
-    "model.name=small_resnet",
-    "model.options.width=8",
-    "model.options.blocks_per_stage=[1,1]",
-    "model.input_size=[62,62]",
-]
+needs_x86 = pytest.mark.skipif(not X86, reason="TensorFlow enables oneDNN by default on x86 only")
 
 
 def _env_without(*names, **values):
-    env = {k: v for k, v in os.environ.items() if k not in names}
+    env = {k: v for k, v in os.environ.items() if k not in names and k != "TF_ENABLE_ONEDNN_OPTS"}
     env.update(values)
     return env
 
@@ -39,60 +32,86 @@ def _run(args, env, timeout=420):
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
 
 
-def _train_cmd(tiny_npz, tmp_path, *flags):
+def _reporters_model(path):
+    """The field report's model: Input(64,64,1) -> Conv2D(8,3) -> Conv2D(8,1,strides=2) -> GAP
+    -> Dense, saved as a user's .keras file. With oneDNN on, its training died by SIGSEGV."""
+    i = keras.Input((64, 64, 1), name="images")
+    x = keras.layers.Conv2D(8, 3, name="c3")(i)
+    x = keras.layers.Conv2D(8, 1, strides=2, name="c1")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(i, keras.layers.Dense(4, activation="softmax", name="probabilities")(x))
+    model.save(path)
+    return path
+
+
+def _compress_cmd(model, tiny_npz, tmp_path):
     return [
-        sys.executable, "-m", "kvision.cli", *flags, "train", "data.dataset=npz",
-        f"data.path={tiny_npz}", "data.batch_size=16", "data.val_split=0.25",
-        f"runs_dir={tmp_path / 'runs'}", "name=onednn", "train.epochs=1",
-        "augment.enabled=false", *RISKY_MODEL,
+        sys.executable, "-m", "deploy.cli", "compress", "--model", str(model),
+        "data.dataset=npz", f"data.path={tiny_npz}", "data.batch_size=16",
+        "data.val_split=0.25", f"runs_dir={tmp_path / 'runs'}", "name=onednn",
+        "compress.techniques=[qat]", "compress.qat.outputs=[int8]", "augment.enabled=false",
     ]  # fmt: skip
 
 
-def test_the_regression_model_has_the_risky_layer():
-    """Keeps the CLI test below about the layer kind it claims to cover."""
+@pytest.mark.parametrize(
+    "name, shape, options",
+    [
+        ("compact_mobilenet", (28, 28, 1), {}),
+        ("compact_mobilenet", (64, 64, 3), {"width": 0.6}),
+        ("lenet", (28, 28, 1), {}),
+        ("small_resnet", (62, 62, 1), {"width": 8, "blocks_per_stage": (1, 1)}),
+        ("small_resnet", (64, 64, 3), {}),
+    ],
+)
+def test_kvisions_own_models_have_no_risky_layer(name, shape, options):
     from kvision.models import build_model
 
-    model = build_model("small_resnet", (62, 62, 1), 4, width=8, blocks_per_stage=(1, 1))
-    risky = _env.onednn_risky_layers(model)
-    assert risky == ["stage2_block1_shortcut_conv (Conv2D 1x1, stride 2, 62x62 map)"]
-    assert model.get_layer("stage2_block1_shortcut_conv").input_shape[-1] == 8
+    assert _env.onednn_risky_layers(build_model(name, shape, 4, **options)) == []
 
 
-def test_kvision_train_trains_through_a_strided_1x1_conv(tiny_npz, tmp_path):
-    """The reporter's kind of model trains through the kvision entry, with the variable unset,
-    and TensorFlow did not turn oneDNN on (it says so at start-up, shown by --verbose)."""
-    env = _env_without("TF_ENABLE_ONEDNN_OPTS")
-    out = _run(_train_cmd(tiny_npz, tmp_path, "--verbose"), env)
+def test_importing_kvision_changes_no_environment():
+    code = "import os, kvision; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset'))"
+    out = _run([sys.executable, "-c", code], _env_without())
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["unset"]
+
+
+@needs_x86
+def test_kvision_compress_restarts_itself_without_onednn(tiny_npz, tmp_path):
+    """The reporter's case (a third-party model with a 1x1 stride-2 conv, fine-tuned by
+    `kvision compress`): with the variable unset, the command meets the refusal before the
+    first step, runs itself again with oneDNN off, and the QAT row is made and verified."""
+    model = _reporters_model(tmp_path / "risky.keras")
+    out = _run(_compress_cmd(model, tiny_npz, tmp_path), _env_without())
     assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-3000:]}"
-    assert "best val accuracy" in out.stdout
-    assert "oneDNN custom operations are on" not in out.stderr
-    assert (tmp_path / "runs" / "onednn" / "checkpoints" / "best.keras").is_file()
+    assert "restarting with TF_ENABLE_ONEDNN_OPTS=0" in out.stderr
+    assert "c1 (Conv2D 1x1, stride 2, 62x62 map)" in out.stderr
+    assert out.stderr.count("restarting with") == 1
+    assert "| qat_int8 " in out.stdout and "Traceback" not in out.stderr
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| qat_int8 "))
+    assert "| ok " in row, row
 
 
-def test_importing_kvision_turns_onednn_off_and_keeps_a_users_choice():
-    code = (
-        "import os, kvision; from kvision._env import onednn_enabled; "
-        "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], onednn_enabled())"
-    )
-    out = _run([sys.executable, "-c", code], _env_without("TF_ENABLE_ONEDNN_OPTS"))
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["0", "False"]
-    out = _run([sys.executable, "-c", code], _env_without(TF_ENABLE_ONEDNN_OPTS="1"))
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[0] == "1"  # the user's choice is kept
-    if X86:
-        assert out.stdout.split()[1] == "True"
+@needs_x86
+def test_a_users_explicit_onednn_choice_is_kept_and_refused(tiny_npz, tmp_path):
+    model = _reporters_model(tmp_path / "risky.keras")
+    out = _run(_compress_cmd(model, tiny_npz, tmp_path), _env_without(TF_ENABLE_ONEDNN_OPTS="1"))
+    assert out.returncode == 2, f"exit {out.returncode}: {out.stderr[-3000:]}"
+    assert "restarting" not in out.stderr
+    assert "error: Refusing" in out.stderr and "TF_ENABLE_ONEDNN_OPTS=1 was set" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
-@pytest.mark.skipif(not X86, reason="TensorFlow enables oneDNN by default on x86 only")
-def test_fit_refuses_when_tensorflow_was_imported_first(tmp_path):
-    """TensorFlow imported before kvision: oneDNN is on, so kvision's fit refuses the
-    reporter's model (Input(64,64,1) -> Conv2D(8,3) -> Conv2D(8,1,strides=2)) instead of
-    corrupting the heap; a model without such a layer still trains."""
+@needs_x86
+def test_fit_refuses_with_onednn_on_and_trains_with_it_off(tmp_path):
+    """Python API: kvision's fit refuses the reporter's model while oneDNN is on (TensorFlow's
+    default) instead of corrupting the heap, and trains it in a process started with oneDNN
+    off; a model without such a layer trains with oneDNN on."""
     code = f"""
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+from kvision._env import onednn_enabled
 from kvision.config import TrainConfig
 from kvision.errors import UnsafeTrainingError
 from kvision.train import fit
@@ -104,9 +123,10 @@ def model(stride):
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(i, keras.layers.Dense(2, activation="softmax")(x))
 
-x = np.random.default_rng(0).random((8, 64, 64, 1), dtype=np.float32)
-ds = tf.data.Dataset.from_tensor_slices((x, np.arange(8) % 2)).batch(4)
-cfg = TrainConfig(epochs=1, label_smoothing=0.0)
+x = np.random.default_rng(0).random((32, 64, 64, 1), dtype=np.float32)
+ds = tf.data.Dataset.from_tensor_slices((x, np.arange(32) % 2)).batch(4)
+cfg = TrainConfig(epochs=2, label_smoothing=0.0)
+print("ONEDNN", onednn_enabled())
 try:
     fit(model(2), ds, None, cfg, r"{tmp_path / "a"}", verbose=0)
     print("TRAINED")
@@ -115,24 +135,28 @@ except UnsafeTrainingError as exc:
 fit(model(1), ds, None, cfg, r"{tmp_path / "b"}", verbose=0)
 print("STRIDE1 TRAINED")
 """
-    out = _run([sys.executable, "-c", code], _env_without("TF_ENABLE_ONEDNN_OPTS"))
+    out = _run([sys.executable, "-c", code], _env_without())
     assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-3000:]}"
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("REFUSED") and "TRAINED" not in lines
-    assert "c1 (Conv2D 1x1, stride 2, 62x62 map)" in lines[0]
-    assert "TensorFlow was imported before kvision" in lines[0]
+    assert lines[0] == "ONEDNN True"
+    assert lines[1].startswith("REFUSED") and "TRAINED" not in lines
+    assert "c1 (Conv2D 1x1, stride 2, 62x62 map)" in lines[1]
     assert lines[-1] == "STRIDE1 TRAINED"
 
+    out = _run([sys.executable, "-c", code], _env_without(TF_ENABLE_ONEDNN_OPTS="0"))
+    assert out.returncode == 0, f"exit {out.returncode}: {out.stderr[-3000:]}"
+    assert out.stdout.splitlines()[:2] == ["ONEDNN False", "TRAINED"]
 
-@pytest.mark.skipif(not X86, reason="TensorFlow enables oneDNN by default on x86 only")
-def test_cli_refuses_with_onednn_forced_on(tiny_npz, tmp_path):
-    env = _env_without(TF_ENABLE_ONEDNN_OPTS="1")
-    out = _run(_train_cmd(tiny_npz, tmp_path, "--verbose"), env)
-    assert out.returncode == 2, f"exit {out.returncode}: {out.stderr[-3000:]}"
-    assert "oneDNN custom operations are on" in out.stderr  # what the test above rules out
-    assert "kvision train: error: Refusing training" in out.stderr
-    assert "TF_ENABLE_ONEDNN_OPTS=1 was set" in out.stderr
-    assert "stage2_block1_shortcut_conv" in out.stderr and "Traceback" not in out.stderr
+
+def test_small_resnet_shortcut_is_resnet_d():
+    from kvision.models import build_model
+
+    model = build_model("small_resnet", (32, 32, 3), 4, blocks_per_stage=(1, 1), width=8)
+    pool = model.get_layer("stage2_block1_shortcut_pool")
+    conv = model.get_layer("stage2_block1_shortcut_conv")
+    assert isinstance(pool, keras.layers.AveragePooling2D) and pool.strides == (2, 2)
+    assert conv.strides == (1, 1) and conv.kernel_size == (1, 1)
+    assert model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0).shape == (1, 4)
 
 
 def _conv(layer, shape):

@@ -85,6 +85,10 @@ def compress(
             f"`cfg` should be a CompressConfig. Received: cfg={type(cfg).__name__}"
         )
     _tfmot.check_model(model)
+    if any(t in cfg.techniques for t in ("qat", "prune", "pqat", "cluster", "cqat")):
+        from kvision._env import check_trainable
+
+        check_trainable(model, "fine-tuning for compression")
     run_dir = Path(run_dir)
     train_ds = with_known_length(train_ds, cfg.steps_per_epoch, verbose)
     x_test, y_test = _arrays(test if test is not None else val_ds, "test")

@@ -2,8 +2,12 @@
 
 CIFAR-style by default: a 3x3 stride-1 stem for inputs under 64 px (28x28 images keep their
 resolution), an ImageNet-style 7x7 stride-2 stem + 3x3 max-pool from 64 px up, then stages of
-basic residual blocks (two 3x3 convs, identity shortcut or 1x1 projection when the shape
-changes), each stage doubling the width and halving the resolution. Built from builtin tf_keras
+basic residual blocks (two 3x3 convs, identity shortcut or a projection when the shape
+changes), each stage doubling the width and halving the resolution. A downsampling projection
+average-pools and then applies a 1x1 stride-1 convolution (ResNet-D, He et al., "Bag of Tricks
+for Image Classification with Convolutional Neural Networks", CVPR 2019): it sees every input
+pixel instead of one in four, and it keeps the model clear of oneDNN's 1x1 strided gradient
+bug (``kvision._env``). Built from builtin tf_keras
 layers only (tfmot and the TFLite converter accept it).
 
 Layer names form the blocks :mod:`kvision.models.transfer` unfreezes: ``stem_*`` and
@@ -40,7 +44,11 @@ def _basic_block(x, filters, stride, name):
     y = _conv_bn(x, filters, 3, stride, f"{name}_1")
     y = _conv_bn(y, filters, 3, 1, f"{name}_2", relu=False)
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv_bn(x, filters, 1, stride, f"{name}_shortcut", relu=False)
+        if stride != 1:  # ResNet-D: average-pool, then a 1x1 stride-1 projection
+            shortcut = layers.AveragePooling2D(
+                stride, strides=stride, padding="same", name=f"{name}_shortcut_pool"
+            )(x)
+        shortcut = _conv_bn(shortcut, filters, 1, 1, f"{name}_shortcut", relu=False)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=f"{name}_out")(y)
 

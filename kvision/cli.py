@@ -150,6 +150,12 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
         help="import this Python module first (repeatable; from the current folder or "
         "PYTHONPATH): where the model's custom layers are defined and registered",
     )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="redo every technique (default: a technique finished earlier for this model and "
+        "settings is reused after its files are re-checked)",
+    )
     _add_strict(p)
 
     p = sub.add_parser("predict", help="top-k labels for image files")
@@ -355,7 +361,8 @@ def _compress(cfg, args) -> int:
     splits = workflow.load_data(cfg)
     train_ds, val_ds, test = workflow.compression_data(cfg, splits, model.kvision_contract)
     out = Path(args.out) if args.out else cfg.run_dir / "compress"
-    result = compress(model, train_ds, val_ds, cfg.compress, out, test=test, verbose="auto")
+    result = compress(model, train_ds, val_ds, cfg.compress, out, test=test, verbose="auto",
+                      resume=not args.fresh)  # fmt: skip
     print(result.to_markdown())
     return _exit_status(result.artifacts, args.strict)
 

@@ -167,10 +167,10 @@ def test_class_weights():
     w = class_weights_for(np.array([0, 0, 0, 1]), "balanced", 2)
     assert w[1] == pytest.approx(3 * w[0])
     assert class_weights_for([0, 1], None, 2) is None
-    assert class_weights_for([0, 1], {"1": 2}, 2) == {1: 2.0}
+    assert class_weights_for([0, 1], {"1": 2}, 2) == {0: 1.0, 1: 2.0}  # unlisted: 1.0
     with pytest.raises(ValueError, match="classes \\[2\\] have no samples"):
         class_weights_for([0, 1], "balanced", 3)
-    with pytest.raises(ValueError, match="outside 0..1"):
+    with pytest.raises(ValueError, match="class indices are integers 0..1"):
         class_weights_for([0, 1], {5: 1.0}, 2)
 
 

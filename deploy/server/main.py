@@ -84,7 +84,11 @@ def serve_from_args(args) -> int:
 
     try:
         store = load_store(args.model, args.label, args.runtime, args.threads, args.instances)
-    except (ValueError, FileNotFoundError) as exc:
+    except Exception as exc:  # user errors are one line; anything else is a bug: raised
+        from kvision.errors import is_user_error
+
+        if not is_user_error(exc):
+            raise
         print(f"kvision serve: error: {exc}", file=sys.stderr)
         return 2
     if not _is_loopback(args.host):

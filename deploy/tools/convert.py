@@ -89,7 +89,11 @@ def run_from_args(args) -> int:
             samples=args.samples,
             overwrite=args.overwrite,
         )
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+    except Exception as exc:  # user errors are one line; anything else is a bug: raised
+        from kvision.errors import is_user_error
+
+        if not is_user_error(exc):
+            raise
         print(f"kvision convert: error: {exc}", file=sys.stderr)
         return 2
     for a in report["artifacts"]:

@@ -157,7 +157,11 @@ def run_from_args(args) -> int:
     """Inspect from parsed arguments (``kvision inspect``)."""
     try:
         info = inspect_tflite(args.model)
-    except (FileNotFoundError, ValueError) as exc:
+    except Exception as exc:  # user errors are one line; anything else is a bug: raised
+        from kvision.errors import is_user_error
+
+        if not is_user_error(exc):
+            raise
         print(f"kvision inspect: error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(info, indent=2) if args.json else format_report(info, args.tensors))

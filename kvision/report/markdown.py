@@ -405,18 +405,21 @@ def compression_notes(section: Mapping) -> list[str]:
     for r in section.get("layer_reports") or []:
         counts = ", ".join(f"{n} {action}" for action, n in (r.get("summary") or {}).items())
         notes.append(f"{r['technique']}: {counts}. {r.get('message', '')}")
-    times = wall_time_line(section.get("wall_time_s"))
+    times = wall_time_line(section.get("wall_time_s"), section.get("resumed") or ())
     if times:
         notes.append(times)
     notes += [f"{t} could not run: {e}" for t, e in (section.get("errors") or {}).items()]
     return notes
 
 
-def wall_time_line(times: Mapping | None) -> str | None:
-    """``"Time by technique: ptq 41.0 s, qat 1 min 05 s, ..."`` or ``None``."""
+def wall_time_line(times: Mapping | None, resumed=()) -> str | None:
+    """``"Time by technique: ptq 41.0 s (resumed), qat 1 min 05 s, ..."`` or ``None``;
+    ``resumed`` names the techniques whose results were reused from an interrupted run."""
     if not times:
         return None
-    return "Time by technique: " + ", ".join(f"{k} {fmt_seconds(v)}" for k, v in times.items())
+    return "Time by technique: " + ", ".join(
+        f"{k} {fmt_seconds(v)}" + (" (resumed)" if k in resumed else "") for k, v in times.items()
+    )
 
 
 def _compression_section(report: Mapping) -> list[str]:

@@ -70,6 +70,18 @@ def choose_transforms(dataset: str) -> Choice:
     )
 
 
+def resolve_transforms(transforms, dataset: str) -> list:
+    """``augment.transforms`` as a list of specs: ``auto`` resolved for ``dataset``."""
+    return choose_transforms(dataset).value if transforms == AUTO else transforms
+
+
+def epochs_for_steps(steps_per_epoch: int) -> int:
+    """Epochs that give a training of ``steps_per_epoch`` about ``MIN_STEPS`` optimizer steps,
+    between ``MIN_EPOCHS`` and ``MAX_EPOCHS``."""
+    steps_per_epoch = max(1, int(steps_per_epoch))
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch)))
+
+
 def choose_epochs(n_train: int, batch_size: int) -> Choice:
     """Training epochs when ``train.epochs`` is ``auto``.
 
@@ -89,7 +101,7 @@ def choose_epochs(n_train: int, batch_size: int) -> Choice:
             f"batch_size={batch_size}"
         )
     steps_per_epoch = max(1, n_train // batch_size)
-    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(MIN_STEPS / steps_per_epoch)))
+    epochs = epochs_for_steps(steps_per_epoch)
     if epochs == MIN_EPOCHS:
         reason = f"auto: {MIN_EPOCHS} epochs ({steps_per_epoch} steps each)"
     else:

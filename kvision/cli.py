@@ -225,10 +225,10 @@ def main(argv: list[str] | None = None, extensions=()) -> int:
     except Exception as exc:
         from kvision.errors import UnsafeTrainingError, is_user_error
 
-        if args.debug:
-            raise
         if isinstance(exc, UnsafeTrainingError) and argv is None:
             _restart_without_onednn(args.command, exc)  # returns only when it may not
+        if args.debug:
+            raise
         if is_user_error(exc):
             print(f"kvision {args.command}: error: {exc}", file=sys.stderr)
             return 2
@@ -258,6 +258,7 @@ def _restart_without_onednn(command: str, exc) -> None:
         file=sys.stderr,
         flush=True,
     )
+    sys.stdout.flush()
     env = {**os.environ, ONEDNN_VAR: "0"}
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
@@ -346,6 +347,7 @@ def _compress(cfg, args) -> int:
     """``kvision compress --model PATH``: every configured technique on a user's model file."""
     from kvision import _env, workflow
     from kvision.compress import compress, load_model_for_compression
+    from kvision.compress.api import FINE_TUNED
     from kvision.config import ConfigError
 
     if args.imports and os.getcwd() not in sys.path:
@@ -356,7 +358,7 @@ def _compress(cfg, args) -> int:
         except ImportError as exc:
             raise ConfigError(f"--import {module}: {exc}") from exc
     model = load_model_for_compression(args.model)
-    if set(cfg.compress.techniques) - {"ptq"}:  # every other technique fine-tunes the model
+    if set(cfg.compress.techniques) & FINE_TUNED:  # refused before the data is loaded
         _env.check_trainable(model, f"to fine-tune {args.model}")
     splits = workflow.load_data(cfg)
     train_ds, val_ds, test = workflow.compression_data(cfg, splits, model.kvision_contract)

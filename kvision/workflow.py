@@ -242,13 +242,12 @@ def augmentation(cfg: PipelineConfig, splits, contract, run_dir: Path | None):
     """The configured augmenter (or None) and its report entry; writes the preview grid into
     ``run_dir`` (skipped when ``run_dir`` is None). ``augment.transforms: auto`` is resolved
     from the dataset (:func:`kvision.auto.choose_transforms`); the report says what and why."""
-    from kvision.auto import AUTO, choose_transforms
+    from kvision.auto import AUTO, choose_transforms, resolve_transforms
 
     info = {"enabled": cfg.augment.enabled, "transforms": [], "preview_png": None}
-    specs = cfg.augment.transforms
-    if specs == AUTO:
-        choice = choose_transforms(cfg.data.dataset)
-        specs, info["reason"] = choice.value, choice.reason
+    specs = resolve_transforms(cfg.augment.transforms, cfg.data.dataset)
+    if cfg.augment.transforms == AUTO:
+        info["reason"] = choose_transforms(cfg.data.dataset).reason
     if not (cfg.augment.enabled and specs):
         return None, info
     from kvision.augment import build_augmenter, write_preview

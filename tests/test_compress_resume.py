@@ -82,19 +82,28 @@ def test_finished_techniques_are_reused_checked_and_keyed(tmp_path, tiny_images)
     assert after["classifier_ptq_dynamic.tflite"] == mtimes["classifier_ptq_dynamic.tflite"]
 
     # a recorded file that changed on disk is never trusted; other weights match no state
+    from kvision.compress._models import contract_of
+    from kvision.compress.resume import data_key
+
+    def technique_store_for(model, x_test=x, y_test=y):
+        return technique_store(model, run, ds, data_key(x[:16], x_test, y_test, contract_of(model)))
+
     settings = technique_settings(cfg, "ptq")
-    assert technique_store(model, run, ds).load("ptq", settings) is not None
+    assert technique_store_for(model).load("ptq", settings) is not None
+    # another test set (or other verification samples, or another contract) matches no state
+    other = technique_store_for(model, y_test=(y + 1) % 4)
+    assert other.load("ptq", settings) is None and "data set" in other.last_reason
     ptq_file = run / "tflite" / "classifier_ptq_dynamic.tflite"
     original = ptq_file.read_bytes()
     ptq_file.write_bytes(original[:-8] + b"tampered")  # same size, other bytes
-    store = technique_store(model, run, ds)
+    store = technique_store_for(model)
     assert store.load("ptq", settings) is None and "changed since" in store.last_reason
     ptq_file.unlink()
     assert store.load("ptq", settings) is None and "missing" in store.last_reason
     ptq_file.write_bytes(original)
     assert store.load("ptq", settings) is not None
     model.get_layer("probabilities").bias.assign_add(np.full(4, 0.01, np.float32))
-    store = technique_store(model, run, ds)
+    store = technique_store_for(model)
     assert store.load("ptq", settings) is None and "another model" in store.last_reason
 
 

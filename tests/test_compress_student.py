@@ -113,3 +113,25 @@ def test_distill_starts_from_the_teacher_and_says_so(tmp_path, tiny_images):
     cfg.distill.init = "random"
     again = compress(teacher, ds, ds, cfg, tmp_path / "r", test=(x, labels))
     assert again.distill["init"] == "random"
+
+
+def test_a_student_oneDNN_cannot_train_stops_the_run_not_a_row(tmp_path, tiny_images, monkeypatch):
+    """The oneDNN refusal is not a failed row: the whole run must start again with oneDNN off
+    (the kvision command does that), so compress() raises it, for the student too."""
+    import tensorflow as tf
+
+    from kvision import _env
+    from kvision.compress import compress
+    from kvision.compress.config import CompressConfig
+    from kvision.errors import UnsafeTrainingError
+
+    images, labels = tiny_images
+    x = images.astype(np.float32) / 255.0
+    ds = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)
+    teacher = build_model("lenet", SHAPE, 4, filters=(4, 8), dense_units=16)
+    monkeypatch.setattr(_env, "onednn_enabled", lambda: True)
+    risky = {"compact_mobilenet": ["stem_conv (Conv2D 1x1, stride 2, 28x28 map)"]}
+    monkeypatch.setattr(_env, "onednn_risky_layers", lambda m: risky.get(m.name, []))
+    cfg = CompressConfig(techniques=["distill"], self_distill=False)
+    with pytest.raises(UnsafeTrainingError, match="distillation student.*stem_conv"):
+        compress(teacher, ds, ds, cfg, tmp_path / "c", test=(x, labels))

@@ -24,12 +24,15 @@ from pathlib import Path
 
 def _data(quick: bool, batch_size: int, contract, seed: int):
     from kvision.augment import build_augmenter
+    from kvision.auto import resolve_transforms
     from kvision.config import AugmentConfig, DataConfig
     from kvision.data import build_dataset, load_dataset, model_inputs
 
     cfg = DataConfig(limit=3000 if quick else None, test_limit=500 if quick else None)
     splits = load_dataset(cfg, seed=seed)
-    augmenter = build_augmenter(AugmentConfig().transforms, seed=seed)
+    augmenter = build_augmenter(
+        resolve_transforms(AugmentConfig().transforms, cfg.dataset), seed=seed
+    )
     train = build_dataset(splits.train, contract, batch_size, training=True, augmenter=augmenter)
     val = build_dataset(splits.val, contract, batch_size)
     test = (model_inputs(splits.test.images, contract), splits.test.labels)

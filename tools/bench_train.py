@@ -142,16 +142,13 @@ def pipeline_dataset(split, batch: int):
     import tensorflow as tf
 
     from kvision.augment import build_augmenter
-    from kvision.auto import AUTO, choose_transforms
+    from kvision.auto import resolve_transforms
     from kvision.config import AugmentConfig
     from kvision.data import build_dataset
     from kvision.models import InputContract
 
     contract = InputContract(*MODEL[1], labels=[str(i) for i in range(MODEL[2])])
-    specs = AugmentConfig().transforms
-    if specs == AUTO:
-        specs = choose_transforms("fashion_mnist").value
-    aug = build_augmenter(specs, seed=0)
+    aug = build_augmenter(resolve_transforms(AugmentConfig().transforms, "fashion_mnist"), seed=0)
     ds = build_dataset(split, contract, batch, training=True, augmenter=aug)
     return ds.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), MODEL[2]))).repeat()
 

@@ -22,7 +22,10 @@ import numpy as np
 
 from kvision.compress.config import CompressConfig
 from kvision.compress.result import REPORT_FILE, CompressionResult
-from kvision.errors import InputTypeError, InputValueError, ModelFileError
+from kvision.errors import InputTypeError, InputValueError, ModelFileError, UnsafeTrainingError
+
+# techniques that fine-tune (train) the float model: oneDNN's unsafe layers must be refused first
+FINE_TUNED = frozenset({"qat", "prune", "pqat", "cluster", "cqat"})
 
 
 def compress(
@@ -75,7 +78,7 @@ def compress(
     from kvision.compress.finetune import with_known_length
     from kvision.compress.flatten import flatten_model
     from kvision.compress.ptq import representative_images
-    from kvision.compress.resume import technique_store
+    from kvision.compress.resume import data_key, technique_store
     from kvision.io import atomic_write_json, atomic_write_text
 
     verbose = fit_verbosity(verbose)
@@ -85,7 +88,7 @@ def compress(
             f"`cfg` should be a CompressConfig. Received: cfg={type(cfg).__name__}"
         )
     _tfmot.check_model(model)
-    if any(t in cfg.techniques for t in ("qat", "prune", "pqat", "cluster", "cqat")):
+    if set(cfg.techniques) & FINE_TUNED:
         from kvision._env import check_trainable
 
         check_trainable(model, "fine-tuning for compression")
@@ -93,14 +96,16 @@ def compress(
     train_ds = with_known_length(train_ds, cfg.steps_per_epoch, verbose)
     x_test, y_test = _arrays(test if test is not None else val_ds, "test")
     samples = _arrays(val_ds if val_ds is not None else train_ds, "val_ds")[0][: cfg.verify_samples]
-    store = technique_store(model, run_dir, train_ds)
+    calibration = representative_images(
+        train_ds, max(cfg.ptq.calibration_samples, cfg.qat.calibration_samples), cfg.seed
+    )
+    # a resumed technique must come from the same model *and* the same data
+    key = data_key(samples, x_test, y_test, contract_of(model))
+    store = technique_store(model, run_dir, train_ds, key)
     # nested models are inlined once: every technique (and the float32 baseline) sees the same
     # leaf layers, so pruning, QAT and clustering reach the layers of a nested backbone too
     origins: dict = {}
     model = flatten_model(model, origins=origins)
-    calibration = representative_images(
-        train_ds, max(cfg.ptq.calibration_samples, cfg.qat.calibration_samples), cfg.seed
-    )
     result = CompressionResult()
     result.float_accuracy = _keras_accuracy(model, x_test, y_test)
     ctx = _Context(model, train_ds, val_ds, cfg, run_dir / "tflite", samples, calibration, verbose)
@@ -169,6 +174,8 @@ def _run_technique(ctx, result, technique, runner, store, origins, resume: bool)
     started = time.perf_counter()
     try:
         _STEPS[runner](ctx, result)
+    except UnsafeTrainingError:
+        raise  # not a row: the whole run must start again with oneDNN off (the CLI does that)
     except Exception as exc:  # a technique that cannot run is a row with a reason
         from kvision.export.artifact import Artifact, short_reason
 
@@ -449,6 +456,9 @@ def _run_distill(ctx: _Context, result):
 
     steps = count_steps(ctx.train_ds, ctx.cfg.steps_per_epoch)
     s = student()
+    from kvision._env import check_trainable
+
+    check_trainable(s, "training the distillation student")
     init = None
     if cfg.init == "teacher":
         from kvision.compress.student import init_from_teacher

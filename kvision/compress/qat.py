@@ -183,11 +183,14 @@ def _report(base, qat, skips: dict, scheme: str) -> LayerReport:
         if layer.name in wrapped:
             config = wrapped[layer.name]
             reason = _CONFIG_REASONS.get(config, f"quantized ({config})")
+            action = "quantized"
             if config == "NoOpQuantizeConfig" and type(layer).__name__ not in _FOLDED:
                 reason = _FUSED_WITH_NEXT if layer.weights else _FUSED_NO_WEIGHTS
+                if layer.weights:  # its weights train in float: not quantization-aware
+                    action = "float"
             if scheme != "default" and "Preserve" in config:
                 reason += " (preserving sparsity/clusters)"
-            report.add(layer, "quantized", reason, quantize_config=config)
+            report.add(layer, action, reason, quantize_config=config)
         elif skips.get(layer.name) is not None:
             report.add(layer, "float", skips[layer.name])
         elif not layer.weights:

@@ -200,13 +200,37 @@ def _plain(obj):
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def technique_store(model, run_dir, train_ds=None):
-    """The :class:`TechniqueStore` of ``run_dir``, keyed by the float ``model``'s fingerprint,
-    the training data's shape (batch spec and number of batches, when known) and the library
-    versions: a resumed technique must have been made from the same model.
+def array_digest(*arrays) -> str:
+    """SHA-256 (16 hex digits) of NumPy arrays' dtypes, shapes and bytes."""
+    import hashlib
 
-    Test accuracy is measured again for every artifact at the end of each run, so the test set is
-    not part of the key.
+    import numpy as np
+
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_key(samples, x_test, y_test, contract) -> dict:
+    """The data part of a technique's key: digests of the verification samples (validation
+    images, never augmented) and of the test set, and the input contract. The calibration
+    images come from the augmented training stream, which is not bit-reproducible: the training
+    data enters the key through its batch spec and count instead."""
+    return {
+        "samples": array_digest(samples),
+        "test": array_digest(x_test, y_test),
+        "contract": contract.to_dict() if contract is not None else None,
+    }
+
+
+def technique_store(model, run_dir, train_ds=None, data: dict | None = None):
+    """The :class:`TechniqueStore` of ``run_dir``, keyed by the float ``model``'s fingerprint,
+    the training data's shape (batch spec and number of batches, when known), ``data`` (digests
+    of the verification samples, calibration images and test set, and the input contract) and
+    the library versions: a resumed technique must have been made from the same model and data.
     """
     import tensorflow as tf
 
@@ -220,6 +244,7 @@ def technique_store(model, run_dir, train_ds=None):
     if isinstance(train_ds, tf.data.Dataset):
         key["train_batches"] = int(train_ds.cardinality())
         key["train_spec"] = str(train_ds.element_spec)
+    key.update(data or {})
     return TechniqueStore(run_dir, key)
 
 

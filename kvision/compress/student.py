@@ -98,6 +98,8 @@ def _channel_graph(model):
                 raise _Unsupported(f"{layer.name}: depth_multiplier {layer.depth_multiplier}")
             in_group[layer.name] = out_group[parents[0]]
             out_group[layer.name] = out_group[parents[0]]
+        elif isinstance(layer, layers.Conv2DTranspose):
+            raise _Unsupported(f"{layer.name}: Conv2DTranspose (kernel laid out out, in)")
         elif isinstance(layer, layers.Conv2D | layers.Dense):
             if getattr(layer, "groups", 1) != 1:
                 raise _Unsupported(f"{layer.name}: grouped convolution")
@@ -166,7 +168,7 @@ def init_from_teacher(student, teacher) -> dict | None:
         return None  # classes or input channels differ
 
     selection = _select(teacher, t_groups, t_out, target, t_sizes)
-    copied = 0
+    planned = []  # every slice is made and checked before any student weight is set
     for t_layer in teacher.layers:
         weights = t_layer.get_weights()
         if not weights:
@@ -176,9 +178,11 @@ def init_from_teacher(student, teacher) -> dict | None:
         in_idx = selection[t_groups.find(t_in[t_layer.name])] if t_layer.name in t_in else None
         new = [_slice(t_layer, w, in_idx, out_idx) for w in weights]
         if [w.shape for w in new] != [w.shape for w in s_layer.get_weights()]:
-            return None  # pragma: no cover - guarded by the size checks above
+            return None
+        planned.append((s_layer, new))
+    for s_layer, new in planned:
         s_layer.set_weights(new)
-        copied += 1
+    copied = len(planned)
     cut = [g for g in target if target[g] < t_sizes[g]]
     kept = sum(target.values()) / max(1, sum(t_sizes.values()))
     return {"groups": len(cut), "kept_fraction": round(kept, 4), "layers": copied}

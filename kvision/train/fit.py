@@ -186,10 +186,10 @@ def fit(
 
     Args:
         model: a tf_keras model (a Keras 3 model raises a ``TypeError`` that explains why).
-            When TensorFlow's oneDNN ops are on in this process (TensorFlow imported before
-            kvision) and the model has a 1x1 strided convolution whose oneDNN gradient corrupts
-            memory, ``kvision.errors.UnsafeTrainingError`` is raised before training (see
-            ``kvision._env``).
+            When TensorFlow's oneDNN ops are on in this process (TensorFlow's default on x86)
+            and the model has a 1x1 strided convolution whose oneDNN gradient corrupts memory,
+            ``kvision.errors.UnsafeTrainingError`` is raised before training (see
+            ``kvision._env``; the ``kvision`` command then restarts with oneDNN off).
         train_ds: ``tf.data.Dataset`` of ``(images, labels)`` batches (integer labels).
         val_ds: validation dataset of the same form (or ``None``).
         cfg: training settings (epochs, learning rate, schedule, optimizer ...).
@@ -219,6 +219,12 @@ def fit(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     steps = _steps_per_epoch(train_ds, steps_per_epoch or cfg.steps_per_epoch, expected_steps)
+    if cfg.epochs == "auto":  # kvision.workflow resolves it from the split; here from the steps
+        import dataclasses
+
+        from kvision.auto import epochs_for_steps
+
+        cfg = dataclasses.replace(cfg, epochs=epochs_for_steps(steps))
     if cfg.label_smoothing:
         num_classes = int(model.output_shape[-1])
         one_hot = lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes))  # noqa: E731

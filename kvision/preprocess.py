@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from kvision.errors import InputValueError
+
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"))
 _TEXT_BYTES = bytes({7, 8, 9, 10, 12, 13, 27} | set(range(0x20, 0x100)) - {0x7F})
 _INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # 16/32-bit integer samples
@@ -223,7 +225,7 @@ def fit_pixels(images, channels: int, size: tuple[int, int]) -> np.ndarray:
     single = x.ndim == 3
     batch = x[None] if single else x
     if batch.ndim != 4 or batch.shape[-1] not in (1, 3):
-        raise ValueError(
+        raise InputValueError(
             f"`images` should be uint8 pixels [N, H, W, 1 or 3] or [H, W, 1 or 3]. "
             f"Received: shape={x.shape}"
         )
@@ -264,7 +266,7 @@ def file_inputs(files, contract) -> np.ndarray:
 def check_channels(channels) -> None:
     """Raise ``ValueError`` unless ``channels`` is 1 or 3."""
     if isinstance(channels, bool) or channels not in (1, 3):
-        raise ValueError(f"`channels` should be 1 or 3. Received: channels={channels!r}")
+        raise InputValueError(f"`channels` should be 1 or 3. Received: channels={channels!r}")
 
 
 def check_size(size) -> tuple[int, int]:
@@ -273,7 +275,7 @@ def check_size(size) -> tuple[int, int]:
     if not ok or not all(
         isinstance(s, int | np.integer) and not isinstance(s, bool) and s > 0 for s in size
     ):
-        raise ValueError(
+        raise InputValueError(
             f"`size` should be a (height, width) pair of positive integers. Received: size={size!r}"
         )
     return int(size[0]), int(size[1])
@@ -283,11 +285,11 @@ def _as_uint8(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return x
     if x.dtype.kind not in "iuf":
-        raise ValueError(f"`images` should hold uint8 pixels. Received: dtype={x.dtype}")
+        raise InputValueError(f"`images` should hold uint8 pixels. Received: dtype={x.dtype}")
     if x.size and (
         not np.isfinite(x).all() or x.min() < 0 or x.max() > 255 or np.any(x != np.round(x))
     ):
-        raise ValueError(
+        raise InputValueError(
             f"`images` should hold 8-bit pixel values (whole numbers 0..255). Received: "
             f"{x.dtype} values in [{x.min():g}, {x.max():g}]"
         )

@@ -168,3 +168,17 @@ def test_from_arrays_validates():
         from_arrays(np.zeros((2, 3, 3, 2)), np.array([0, 1]))
     with pytest.raises(DatasetError, match="0..255"):
         from_arrays(np.full((2, 3, 3), 300.0), np.array([0, 1]))
+
+
+def test_npz_with_fractional_pixels_is_refused_not_truncated(tmp_path):
+    """Float images in [0, 1] would become 0s and 1s (black images) if cast to uint8."""
+    from kvision.config import DataConfig
+    from kvision.data import DatasetError, load_dataset
+
+    x = np.random.default_rng(0).random((40, 28, 28)).astype(np.float32)
+    path = tmp_path / "floats.npz"
+    np.savez(path, x_train=x, y_train=np.arange(40) % 2)
+    with pytest.raises(DatasetError, match="whole pixel values.*scale"):
+        load_dataset(DataConfig(dataset="npz", path=str(path)))
+    np.savez(path, x_train=np.round(x * 255), y_train=np.arange(40) % 2)  # whole values: fine
+    assert load_dataset(DataConfig(dataset="npz", path=str(path))).train.images.max() > 1

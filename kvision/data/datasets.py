@@ -310,6 +310,13 @@ def from_arrays(
                 raise DatasetError(
                     f"`{name}` should hold pixel values 0..255. Received range {x.min()}..{x.max()}"
                 )
+            if np.issubdtype(x.dtype, np.floating) and not np.all(x == np.round(x)):
+                # floats in [0, 1] would truncate to black images: say so instead
+                raise DatasetError(
+                    f"`{name}` should hold whole pixel values 0..255 (uint8). Received "
+                    f"{x.dtype} values with fractions (range {x.min()}..{x.max()}); scale "
+                    "[0, 1] images by 255 and round before saving them."
+                )
             x = x.astype(np.uint8)
         return x
 

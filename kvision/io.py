@@ -39,10 +39,11 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj, indent: int = 2) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (NumPy scalars are converted)."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
 
 
-def _json_default(obj):
+def json_default(obj):
+    """JSON form of NumPy scalars and arrays and of paths (``json.dumps(default=...)``)."""
     import numpy as np
 
     if isinstance(obj, np.integer):

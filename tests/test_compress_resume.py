@@ -86,11 +86,13 @@ def test_finished_techniques_are_reused_checked_and_keyed(tmp_path, tiny_images)
     from kvision.compress.resume import data_key
 
     def technique_store_for(model, x_test=x, y_test=y):
-        return technique_store(model, run, ds, data_key(x[:16], x_test, y_test, contract_of(model)))
+        return technique_store(model, run, ds, data_key(x_test, y_test, contract_of(model)))
 
     settings = technique_settings(cfg, "ptq")
     assert technique_store_for(model).load("ptq", settings) is not None
-    # another test set (or other verification samples, or another contract) matches no state
+    # the same test set in another order is the same data; another test set is not
+    order = np.random.default_rng(0).permutation(len(x))
+    assert technique_store_for(model, x[order], y[order]).load("ptq", settings) is not None
     other = technique_store_for(model, y_test=(y + 1) % 4)
     assert other.load("ptq", settings) is None and "data set" in other.last_reason
     ptq_file = run / "tflite" / "classifier_ptq_dynamic.tflite"

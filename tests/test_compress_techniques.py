@@ -130,9 +130,12 @@ def test_qat_int8_io_dtypes_and_parity(model, data, tmp_path):
 
     x, y, train = data
     qat, report = quantize_model(model)
-    assert report.count("float") == 0 or all(
-        "no weights" in r.reason for r in report.rows if r.action == "float"
-    )
+    # every layer left in float says why: no weights of its own, or tfmot's NoOp config for a
+    # layer followed by a ReLU (its weights train in float; the int8 converter quantizes them)
+    for r in report.rows:
+        if r.action == "float":
+            assert "no weights" in r.reason or "fused with the following ReLU" in r.reason, r
+    assert report.count("quantized") >= 1
     finetune(qat, train.repeat(), epochs=1, steps_per_epoch=8, learning_rate=5e-4)
     for variant, io in (("int8", "int8"), ("int8_float_io", "float32")):
         art = build_artifact(qat, tmp_path / f"qat_{variant}.tflite", variant, x, x)

@@ -100,7 +100,7 @@ def compress(
         train_ds, max(cfg.ptq.calibration_samples, cfg.qat.calibration_samples), cfg.seed
     )
     # a resumed technique must come from the same model *and* the same data
-    key = data_key(samples, x_test, y_test, contract_of(model))
+    key = data_key(x_test, y_test, contract_of(model))
     store = technique_store(model, run_dir, train_ds, key)
     # nested models are inlined once: every technique (and the float32 baseline) sees the same
     # leaf layers, so pruning, QAT and clustering reach the layers of a nested backbone too

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.io import json_default
+
 STATE_DIR = "state"
 SCHEMA = 1
 
@@ -157,7 +159,7 @@ class TechniqueStore:
         from kvision.models.contract import contract_path
 
         files = {}
-        payload = json.loads(json.dumps(payload, default=_plain))
+        payload = json.loads(json.dumps(payload, default=json_default))
         for artifact in payload["artifacts"]:
             path = Path(artifact["path"])
             artifact["path"] = self._relative(path)
@@ -187,41 +189,26 @@ class TechniqueStore:
             ) from exc
 
 
-def _plain(obj):
-    """JSON form of the NumPy values and paths a result may hold."""
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
-def array_digest(*arrays) -> str:
-    """SHA-256 (16 hex digits) of NumPy arrays' dtypes, shapes and bytes."""
+def set_digest(x, y) -> str:
+    """SHA-256 (16 hex digits) of a labelled set ``(x, y)``, whatever its order: the sorted
+    digests of its ``(image, label)`` rows, with the dtypes and shapes."""
     import hashlib
 
-    import numpy as np
-
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
+    x, y = np.ascontiguousarray(x), np.asarray(y)
+    rows = sorted(hashlib.sha256(x[i].tobytes() + y[i].tobytes()).digest() for i in range(len(x)))
+    h = hashlib.sha256(f"{x.dtype}{x.shape}{y.dtype}".encode())
+    for row in rows:
+        h.update(row)
     return h.hexdigest()[:16]
 
 
-def data_key(samples, x_test, y_test, contract) -> dict:
-    """The data part of a technique's key: digests of the verification samples (validation
-    images, never augmented) and of the test set, and the input contract. The calibration
-    images come from the augmented training stream, which is not bit-reproducible: the training
-    data enters the key through its batch spec and count instead."""
+def data_key(x_test, y_test, contract) -> dict:
+    """The data part of a technique's key: the test set's digest (in any order: a shuffled test
+    pipeline is the same set) and the input contract. The verification samples and calibration
+    images are drawn from pipelines that may be shuffled or augmented, so they cannot be keyed
+    bit for bit; the training data enters the key through its batch spec and count."""
     return {
-        "samples": array_digest(samples),
-        "test": array_digest(x_test, y_test),
+        "test": set_digest(x_test, y_test),
         "contract": contract.to_dict() if contract is not None else None,
     }
 

@@ -102,3 +102,12 @@ def is_user_error(exc: BaseException) -> bool:
     # data.on_error=raise: the DatasetError raised while decoding in tf.data reaches Python as a
     # TensorFlow error whose message carries the bad file.
     return type(exc).__module__.startswith("tensorflow") and "Bad image file" in str(exc)
+
+
+def user_error_status(command: str, exc: BaseException) -> int:
+    """For a command's ``except`` block: print a user error as one line ``kvision COMMAND:
+    error: ...`` and return exit status 2; re-raise anything else (a bug keeps its traceback)."""
+    if not is_user_error(exc):
+        raise exc
+    print(f"kvision {command}: error: {exc}", file=sys.stderr)
+    return 2

@@ -83,7 +83,6 @@ def run_from_args(args) -> int:
     from deploy.benchmark.data import EvalData
     from deploy.benchmark.outputs import render_markdown
     from deploy.benchmark.run import run_benchmark
-    from kvision.errors import is_user_error
 
     try:
         artifacts = expand_artifacts(args.artifacts)
@@ -106,11 +105,10 @@ def run_from_args(args) -> int:
             throughput_runs=args.throughput_runs,
             progress=not args.no_progress,
         )
-    except Exception as exc:
-        if not is_user_error(exc):
-            raise
-        print(f"kvision benchmark: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # user errors are one line; anything else is a bug: raised
+        from kvision.errors import user_error_status
+
+        return user_error_status("benchmark", exc)
     print(render_markdown(doc))
     if args.out:
         print(f"written: {Path(args.out) / 'benchmark.json'} (+ .csv, .md, .html)")

@@ -85,12 +85,9 @@ def serve_from_args(args) -> int:
     try:
         store = load_store(args.model, args.label, args.runtime, args.threads, args.instances)
     except Exception as exc:  # user errors are one line; anything else is a bug: raised
-        from kvision.errors import is_user_error
+        from kvision.errors import user_error_status
 
-        if not is_user_error(exc):
-            raise
-        print(f"kvision serve: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error_status("serve", exc)
     if not _is_loopback(args.host):
         print(
             f"kvision serve: warning: binding {args.host} exposes the server beyond this host "

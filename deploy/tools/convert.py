@@ -90,12 +90,9 @@ def run_from_args(args) -> int:
             overwrite=args.overwrite,
         )
     except Exception as exc:  # user errors are one line; anything else is a bug: raised
-        from kvision.errors import is_user_error
+        from kvision.errors import user_error_status
 
-        if not is_user_error(exc):
-            raise
-        print(f"kvision convert: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error_status("convert", exc)
     for a in report["artifacts"]:
         c = a["checks"]
         print(

@@ -158,12 +158,9 @@ def run_from_args(args) -> int:
     try:
         info = inspect_tflite(args.model)
     except Exception as exc:  # user errors are one line; anything else is a bug: raised
-        from kvision.errors import is_user_error
+        from kvision.errors import user_error_status
 
-        if not is_user_error(exc):
-            raise
-        print(f"kvision inspect: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error_status("inspect", exc)
     print(json.dumps(info, indent=2) if args.json else format_report(info, args.tensors))
     return 0 if info["builtin_only"] else 1
 

@@ -15,7 +15,7 @@ reason go into the run report:
   ``MIN_EPOCHS``.
 
 Example:
-    >>> choose_epochs(n_train=4000, batch_size=128).epochs
+    >>> choose_epochs(n_train=4000, batch_size=128).value
     60
 """
 
@@ -44,10 +44,6 @@ class Choice:
 
     value: object
     reason: str
-
-    @property
-    def epochs(self):
-        return self.value
 
 
 def choose_transforms(dataset: str) -> Choice:

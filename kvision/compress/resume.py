@@ -192,8 +192,6 @@ class TechniqueStore:
 def set_digest(x, y) -> str:
     """SHA-256 (16 hex digits) of a labelled set ``(x, y)``, whatever its order: the sorted
     digests of its ``(image, label)`` rows, with the dtypes and shapes."""
-    import hashlib
-
     x, y = np.ascontiguousarray(x), np.asarray(y)
     rows = sorted(hashlib.sha256(x[i].tobytes() + y[i].tobytes()).digest() for i in range(len(x)))
     h = hashlib.sha256(f"{x.dtype}{x.shape}{y.dtype}".encode())

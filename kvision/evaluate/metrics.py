@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["classification_metrics"]
+__all__ = ["classification_metrics", "class_ids", "metrics_from_confusion"]
 
 
 def classification_metrics(y_true, y_pred, labels) -> dict:
@@ -39,8 +39,8 @@ def classification_metrics(y_true, y_pred, labels) -> dict:
     """
     names = _label_names(labels)
     k = len(names)
-    true_ids = _class_ids(y_true, "y_true", k)
-    pred_ids = _class_ids(y_pred, "y_pred", k)
+    true_ids = class_ids(y_true, "y_true", k)
+    pred_ids = class_ids(y_pred, "y_pred", k)
     if len(true_ids) != len(pred_ids):
         raise ValueError(
             "`y_true` and `y_pred` should have the same number of samples. "
@@ -51,13 +51,37 @@ def classification_metrics(y_true, y_pred, labels) -> dict:
 
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (true_ids, pred_ids), 1)
+    return metrics_from_confusion(cm, names)
+
+
+def metrics_from_confusion(cm, labels) -> dict:
+    """The :func:`classification_metrics` dict from a confusion matrix (rows = true class,
+    columns = predicted), e.g. one accumulated batch by batch.
+
+    Args:
+        cm: integer array ``(K, K)`` with at least one sample.
+        labels: class names (``K``) or the number of classes.
+
+    Example:
+        >>> metrics_from_confusion([[1, 0], [1, 1]], ["a", "b"])["accuracy"]
+        0.6666666666666666
+    """
+    names = _label_names(labels)
+    cm = np.asarray(cm, dtype=np.int64)
+    k = len(names)
+    if cm.shape != (k, k):
+        raise ValueError(
+            f"`cm` should have shape ({k}, {k}) for {k} labels. Received: cm.shape={cm.shape}"
+        )
+    n = int(cm.sum())
+    if n == 0:
+        raise ValueError("`y_true` should contain at least one sample. Received: 0 samples")
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
     precision = _safe_div(tp, predicted)
     recall = _safe_div(tp, support)
     f1 = _safe_div(2 * tp, support + predicted)
-    n = int(len(true_ids))
 
     per_class = [
         {
@@ -99,7 +123,7 @@ def _label_names(labels) -> list[str]:
     return names
 
 
-def _class_ids(values, argument: str, k: int) -> np.ndarray:
+def class_ids(values, argument: str, k: int) -> np.ndarray:
     """Turn class ids ``(N,)`` or per-class rows ``(N, K)`` into validated int ids ``(N,)``."""
     arr = np.asarray(values)
     if arr.ndim == 2:

@@ -12,6 +12,7 @@ at the same wall time, measured on Fashion-MNIST.
 from __future__ import annotations
 
 from kvision._keras import keras
+from kvision.backbones.registry import pyramid_level, register_backbone
 from kvision.errors import InputValueError
 from kvision.models.registry import register_model
 
@@ -78,6 +79,54 @@ def _inverted_residual(x, expansion, filters, stride, se, name):
     return y
 
 
+@register_backbone("compact_mobilenet")
+def compact_mobilenet_features(
+    inputs, width: float = 1.0, squeeze_excite: bool = False, head_channels: int = 256
+) -> dict:
+    """The compact MobileNet's features: ``{"P{level}": tensor}``, fine to coarse.
+
+    One entry per resolution (the last block at that stride); the deepest one ends with the
+    1x1 ``head`` convolution to ``head_channels`` (``0`` leaves it out, e.g. under a detection
+    neck). At 28x28 the levels are P1 (14 px), P2 (7 px) and P3 (4 px); at 160x160 P1 (80),
+    P2 (40) and P3 (20).
+
+    Args:
+        inputs: image tensor ``[N, H, W, C]``.
+        width: channel multiplier (default 1.0).
+        squeeze_excite: squeeze-and-excitation in blocks after the first (default False).
+        head_channels: channels of the last 1x1 conv (default 256; 0: none).
+    """
+    if width <= 0:
+        raise InputValueError(f"`width` should be > 0. Received: width={width}")
+    if head_channels < 0:
+        raise InputValueError(
+            f"`head_channels` should be >= 0. Received: head_channels={head_channels}"
+        )
+    full = int(inputs.shape[1])
+    size = min(inputs.shape[1:3])
+    stem_stride = _stride(2, size)
+    size = -(-size // stem_stride)
+    x = _conv_bn(inputs, _make_divisible(32 * width), 3, stem_stride, "stem")
+    features = {f"P{pyramid_level(full, x.shape[1])}": x}
+    for b, (t, c, n, s) in enumerate(_BLOCKS):
+        stride = _stride(s, size)
+        size = -(-size // stride)
+        for i in range(n):
+            x = _inverted_residual(
+                x,
+                t,
+                _make_divisible(c * width),
+                stride if i == 0 else 1,
+                se=squeeze_excite and b > 0,
+                name=f"block{b + 1}_{i + 1}",
+            )
+        features[f"P{pyramid_level(full, x.shape[1])}"] = x
+    if head_channels:
+        x = _conv_bn(x, _make_divisible(head_channels * max(1.0, width)), 1, 1, "head")
+        features[f"P{pyramid_level(full, x.shape[1])}"] = x
+    return features
+
+
 @register_model("compact_mobilenet")
 def compact_mobilenet(
     input_shape,
@@ -87,7 +136,8 @@ def compact_mobilenet(
     dropout: float = 0.2,
     head_channels: int = 256,
 ):
-    """Compact MobileNetV2-style network.
+    """Compact MobileNetV2-style classifier: :func:`compact_mobilenet_features` and the
+    classification head (global average pooling, dropout, dense softmax ``probabilities``).
 
     Args:
         input_shape: ``(height, width, channels)``, 28..96 px recommended.
@@ -102,30 +152,11 @@ def compact_mobilenet(
         >>> m.output_shape
         (None, 10)
     """
-    if width <= 0:
-        raise InputValueError(f"`width` should be > 0. Received: width={width}")
+    from kvision.tasks import get_task
+
     if not 0 <= dropout < 1:
         raise InputValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
     inputs = keras.Input(shape=input_shape, name="images")
-    size = min(input_shape[:2])
-    stem_stride = _stride(2, size)
-    size = -(-size // stem_stride)
-    x = _conv_bn(inputs, _make_divisible(32 * width), 3, stem_stride, "stem")
-    for b, (t, c, n, s) in enumerate(_BLOCKS):
-        stride = _stride(s, size)
-        size = -(-size // stride)
-        for i in range(n):
-            x = _inverted_residual(
-                x,
-                t,
-                _make_divisible(c * width),
-                stride if i == 0 else 1,
-                se=squeeze_excite and b > 0,
-                name=f"block{b + 1}_{i + 1}",
-            )
-    x = _conv_bn(x, _make_divisible(head_channels * max(1.0, width)), 1, 1, "head")
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    if dropout:
-        x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="compact_mobilenet")
+    features = compact_mobilenet_features(inputs, width, squeeze_excite, head_channels)
+    head = get_task("classification").build_head(features, num_classes, dropout=dropout)
+    return keras.Model(inputs, head["probabilities"], name="compact_mobilenet")

@@ -17,6 +17,7 @@ Layer names form the blocks :mod:`kvision.models.transfer` unfreezes: ``stem_*``
 from __future__ import annotations
 
 from kvision._keras import keras
+from kvision.backbones.registry import pyramid_level, register_backbone
 from kvision.errors import InputValueError
 from kvision.models.registry import register_model
 
@@ -87,18 +88,38 @@ def small_resnet(
     if not 0 <= dropout < 1:
         raise InputValueError(f"`dropout` should be in [0, 1). Received: dropout={dropout}")
 
+    from kvision.tasks import get_task
+
     inputs = keras.Input(shape=input_shape, name="images")
-    if min(input_shape[:2]) < 64:
+    features = small_resnet_features(inputs, stages, width)
+    head = get_task("classification").build_head(features, num_classes, dropout=dropout)
+    return keras.Model(inputs, head["probabilities"], name="small_resnet")
+
+
+@register_backbone("small_resnet")
+def small_resnet_features(inputs, blocks_per_stage=(2, 2, 2), width: int = 16) -> dict:
+    """The small ResNet's stage outputs: ``{"P{level}": tensor}``, fine to coarse.
+
+    Args:
+        inputs: image tensor ``[N, H, W, C]``; under 64 px the stem keeps full resolution.
+        blocks_per_stage: residual blocks per stage (default ``(2, 2, 2)``).
+        width: filters of the stem and the first stage (default 16).
+    """
+    stages = (
+        tuple(blocks_per_stage)
+        if isinstance(blocks_per_stage, (list, tuple))
+        else (blocks_per_stage,)
+    )
+    full = int(inputs.shape[1])
+    if min(inputs.shape[1:3]) < 64:
         x = _conv_bn(inputs, width, 3, 1, "stem")
     else:
         x = _conv_bn(inputs, width, 7, 2, "stem")
         x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    features = {}
     for s, n in enumerate(stages):
         for b in range(n):
             stride = 2 if s > 0 and b == 0 else 1
             x = _basic_block(x, width * 2**s, stride, f"stage{s + 1}_block{b + 1}")
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    if dropout:
-        x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="small_resnet")
+        features[f"P{pyramid_level(full, x.shape[1])}"] = x
+    return features

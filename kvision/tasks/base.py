@@ -1,0 +1,217 @@
+"""The :class:`Task` interface, its streaming metric and parity result, and the task registry.
+
+A task owns what differs between vision tasks; the pipeline stages (run directory, fit loop,
+export, compression, runtimes, benchmark, serving, report frame) never branch on a task's name,
+they ask the task::
+
+    task = get_task(contract.task)                     # "classification", "detection", ...
+    outputs = task.build_head(features, num_classes)   # named raw outputs, no post-processing
+    metric = task.metric(contract)
+    for x, targets in batches:
+        metric.update(runner(x), targets)              # streams: nothing holds the whole split
+    metric.result()[task.primary_metric]
+    task.parity(keras_outputs, artifact_outputs, "int8")   # on decoded outputs, one tolerance table
+
+Outputs always travel as ``dict[str, np.ndarray]`` keyed by the model's output names, so a model
+with one output and a detector with several go through the same code.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kvision.errors import InputValueError
+
+#: The variant kinds a parity tolerance table has a row for. ``float`` covers float32
+#: artifacts (SavedModel, float32 TFLite), ``float16`` the float16-weight TFLite, ``dynamic``
+#: dynamic-range quantization, ``int8`` / ``int16x8`` full-integer quantization (PTQ or QAT).
+VARIANT_KINDS = ("float", "float16", "dynamic", "int8", "int16x8")
+
+
+def variant_kind(variant: str) -> str:
+    """The tolerance-table row of an artifact variant name.
+
+    Example:
+        >>> [variant_kind(v) for v in ("qat_int8_float_io", "ptq_float16", "saved_model")]
+        ['int8', 'float16', 'float']
+    """
+    name = variant.lower()
+    for kind in ("int16x8", "int8", "float16", "dynamic"):
+        if kind in name:
+            return kind
+    return "float"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close an artifact's outputs must be to the Keras model's, for one variant kind.
+
+    Args:
+        max_abs_diff: largest allowed ``|artifact - keras|`` over the raw outputs; ``None``: not
+            checked (quantized variants, judged on decoded outputs only).
+        min_agreement: smallest allowed agreement of the decoded outputs (top-1 class, matched
+            detections, ... as the task defines it), in [0, 1].
+    """
+
+    max_abs_diff: float | None
+    min_agreement: float
+
+
+@dataclass
+class Parity:
+    """The result of comparing an artifact with the Keras model on the same inputs.
+
+    Args:
+        ok: every check in the task's tolerance row passed.
+        checks: the measured numbers (JSON-ready), e.g. ``max_abs_diff``, ``agreement``.
+        reasons: why it failed (empty when ``ok``).
+    """
+
+    ok: bool
+    checks: dict = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str | None:
+        return "; ".join(self.reasons) or None
+
+
+class StreamingMetric:
+    """A metric fed batch by batch; only per-batch summaries are kept, never a whole split.
+
+    Subclasses implement :meth:`update` and :meth:`result`. ``result()`` returns a JSON-ready
+    dict that contains the task's ``primary_metric`` key.
+    """
+
+    def update(self, outputs: dict[str, np.ndarray], targets) -> None:
+        """Add one batch: the model's named raw outputs and the batch's targets."""
+        raise NotImplementedError
+
+    def result(self) -> dict:
+        raise NotImplementedError
+
+
+class Task:
+    """What one vision task owns. Subclasses set the class attributes and implement the methods.
+
+    Attributes:
+        name: the task's registry name, written into every contract (``contract.task``).
+        primary_metric: the key of :meth:`StreamingMetric.result` that ranks models and gates
+            compressed variants (``"accuracy"``, ``"mAP@[.5:.95]"``, ...).
+        higher_is_better: direction of ``primary_metric``.
+        output_names: the named raw outputs of the task head, in order.
+        tolerances: the parity table, one :class:`Tolerance` per variant kind.
+    """
+
+    name: str = ""
+    primary_metric: str = ""
+    higher_is_better: bool = True
+    output_names: tuple[str, ...] = ()
+    tolerances: dict[str, Tolerance] = {}
+
+    # -- model ---------------------------------------------------------------------------------
+    def build_head(self, features: dict, num_classes: int, **options) -> dict:
+        """Named raw output tensors on a backbone's named features (no post-processing)."""
+        raise NotImplementedError
+
+    # -- training ------------------------------------------------------------------------------
+    def compile_args(self, train_cfg, num_classes: int) -> dict:
+        """``loss`` and ``metrics`` for ``model.compile`` (the optimizer is task-agnostic)."""
+        raise NotImplementedError
+
+    def monitor(self, has_validation: bool) -> tuple[str, str]:
+        """The Keras log key that selects the best checkpoint and its mode (``max``/``min``)."""
+        raise NotImplementedError
+
+    # -- outside the graph ---------------------------------------------------------------------
+    def decode(self, outputs: dict[str, np.ndarray], contract) -> list:
+        """Raw named outputs of a batch -> one prediction per image (argmax, NMS, ...)."""
+        raise NotImplementedError
+
+    def metric(self, contract) -> StreamingMetric:
+        """A fresh streaming metric for this task."""
+        raise NotImplementedError
+
+    def parity(
+        self, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], variant: str
+    ) -> Parity:
+        """Compare an artifact's outputs with the Keras model's on the same inputs, with the
+        tolerance row of ``variant`` (see :func:`variant_kind`)."""
+        raise NotImplementedError
+
+    def prediction_json(self, prediction, contract) -> dict:
+        """One decoded prediction as the JSON ``kvision predict`` writes."""
+        raise NotImplementedError
+
+    # -- shared helpers ------------------------------------------------------------------------
+    def tolerance(self, variant: str) -> Tolerance:
+        """The tolerance row for ``variant``."""
+        return self.tolerances[variant_kind(variant)]
+
+    def better(self, a: float, b: float) -> bool:
+        """True when metric value ``a`` is better than ``b`` for this task."""
+        return a > b if self.higher_is_better else a < b
+
+    def drop(self, reference: float, value: float) -> float:
+        """How much worse ``value`` is than ``reference`` (positive = worse), in metric units."""
+        return reference - value if self.higher_is_better else value - reference
+
+    def check_outputs(self, outputs: dict[str, np.ndarray], where: str = "outputs") -> None:
+        """Raise ``InputValueError`` unless ``outputs`` has every one of :attr:`output_names`."""
+        missing = [n for n in self.output_names if n not in outputs]
+        if missing:
+            raise InputValueError(
+                f"{where} should have the {self.name} outputs {list(self.output_names)}. "
+                f"Missing: {missing}; received: {sorted(outputs)}."
+            )
+
+
+_REGISTRY: dict[str, type[Task]] = {}
+
+
+def register_task(name: str):
+    """Class decorator that registers a :class:`Task` subclass under ``name``.
+
+    Raises ``ValueError`` if the name is already taken.
+    """
+
+    def decorator(cls):
+        if name in _REGISTRY:
+            owner = _REGISTRY[name].__module__
+            raise ValueError(f"Task `{name}` is already registered by {owner}.")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def _import_builtin_tasks() -> None:
+    # Importing a task's module runs its @register_task decorator.
+    import kvision.tasks.classification  # noqa: F401
+
+
+def list_tasks() -> list[str]:
+    """Names of all registered tasks, sorted."""
+    _import_builtin_tasks()
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str) -> Task:
+    """A :class:`Task` instance for ``name``; ``InputValueError`` with a suggestion otherwise.
+
+    Example:
+        >>> get_task("classification").primary_metric
+        'accuracy'
+    """
+    _import_builtin_tasks()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise InputValueError(
+            f"Unknown task `{name}`.{hint} Available: {', '.join(sorted(_REGISTRY))}."
+        )
+    return _REGISTRY[name]()

@@ -75,6 +75,7 @@ FORMATS = ("auto", "coco", "voc", "yolo")
 EDGE_TOLERANCE = 0.01  # px a box may overshoot the image without a problem row
 YOLO_NAMES_FILES = ("classes.txt", "data.yaml", "data.yml", "labels/classes.txt")
 _ROTATING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"))
 
 
 class DetectionDataError(InputValueError):
@@ -149,21 +150,19 @@ def read_coco(
         if isinstance(parsed, str):
             image_id = entry.get("id") if isinstance(entry, dict) else None
             owned = by_image.pop(image_id, []) if _is_int(image_id) else []
-            log.add(
+            log.skip(
                 file,
                 f"images[{i}]",
-                f"{parsed}; skipped with its {len(owned)} object(s)",
-                "skipped",
                 "malformed",
+                f"{parsed}; skipped with its {len(owned)} object(s)",
             )
         elif parsed[0] in first_at:
-            log.add(
+            log.skip(
                 file,
                 f"images[{i}]",
+                "duplicate_id",
                 f"duplicate image id {parsed[0]} (first at "
                 f"images[{first_at[parsed[0]]}], which keeps its objects)",
-                "skipped",
-                "duplicate_id",
             )
         else:
             first_at[parsed[0]] = i
@@ -178,13 +177,12 @@ def read_coco(
         if size is None:
             continue
         if size != (width, height):
-            log.add(
+            log.skip(
                 file,
                 item,
+                "size_mismatch",
                 f"JSON width x height {width}x{height} is not the image file's "
                 f"{size[0]}x{size[1]} ({path}); skipped with its {len(anns)} object(s)",
-                "skipped",
-                "size_mismatch",
             )
             continue
         objects = []
@@ -199,22 +197,13 @@ def read_coco(
             item = f"annotation id {ann_id}" if _is_int(ann_id) else f"annotations[{i}]"
             if image_id is None:
                 got = ann.get("image_id") if isinstance(ann, dict) else ann
-                log.add(
-                    file,
-                    item,
-                    f"`image_id` should be an int. Received: {got!r:.60}",
-                    "skipped",
-                    "malformed",
+                log.skip(
+                    file, item, "malformed", f"`image_id` should be an int. Received: {got!r:.60}"
                 )
             else:
-                log.add(
-                    file,
-                    item,
-                    f"image_id {image_id} is not in `images`",
-                    "skipped",
-                    "unknown_image",
-                )
-    return _dataset(examples, labels, category_ids, log, json_path)
+                log.skip(file, item, "unknown_image", f"image_id {image_id} is not in `images`")
+    where = f"{json_path} (images looked up in {images_dir}; see `images_dir`)"
+    return _dataset(examples, labels, category_ids, log, where)
 
 
 def write_coco(
@@ -327,16 +316,10 @@ def read_voc(
         try:
             root = ET.parse(xml).getroot()
         except ET.ParseError as exc:
-            log.add(xml, "file", f"malformed XML ({exc})", "skipped", "malformed")
+            log.skip(xml, "file", "malformed", f"malformed XML ({exc})")
             continue
         if root.tag != "annotation":
-            log.add(
-                xml,
-                "file",
-                f"root element <{root.tag}> is not <annotation>",
-                "skipped",
-                "malformed",
-            )
+            log.skip(xml, "file", "malformed", f"root element <{root.tag}> is not <annotation>")
             continue
         parsed.append((image_id, xml, root))
     if labels is None:
@@ -363,12 +346,11 @@ def read_voc(
                     f"file's {size[0]}x{size[1]} ({path})"
                 )
             )
-            log.add(
+            log.skip(
                 xml,
                 "size",
-                f"{reason}; skipped with its {len(objects)} object(s)",
-                "skipped",
                 "malformed" if bad else "size_mismatch",
+                f"{reason}; skipped with its {len(objects)} object(s)",
             )
             continue
         kept = []
@@ -513,13 +495,7 @@ def read_yolo(
     for txt in sorted(labels_dir.rglob("*.txt")):
         hidden = any(part.startswith(".") for part in txt.relative_to(labels_dir).parts)
         if not hidden and txt.resolve() not in used and txt.resolve() != names_file:
-            log.add(
-                txt,
-                "file",
-                f"label file has no image in {images_dir}",
-                "skipped",
-                "label_file_orphan",
-            )
+            log.skip(txt, "file", "label_file_orphan", f"label file has no image in {images_dir}")
     return _dataset(examples, labels, list(range(1, len(labels) + 1)), log, images_dir)
 
 
@@ -732,11 +708,9 @@ def _coco_annotation(ann, i, index, width, height, file, log, seen_ids):
     ann_id = ann.get("id")
     item = f"annotation id {ann_id}" if _is_int(ann_id) else f"annotations[{i}]"
     if not _is_int(ann_id):
-        return log.add(
-            file, item, f"`id` should be an int. Received: {ann_id!r}", "skipped", "malformed"
-        )
+        return log.skip(file, item, "malformed", f"`id` should be an int. Received: {ann_id!r}")
     if ann_id in seen_ids:
-        return log.add(file, item, f"duplicate annotation id {ann_id}", "skipped", "duplicate_id")
+        return log.skip(file, item, "duplicate_id", f"duplicate annotation id {ann_id}")
     seen_ids.add(ann_id)
     bbox, cat = ann.get("bbox"), ann.get("category_id")
     flags = {k: ann.get(k, 0) for k in ("iscrowd", "difficult")}
@@ -752,14 +726,10 @@ def _coco_annotation(ann, i, index, width, height, file, log, seen_ids):
         if not reason and (value not in (0, 1) or not isinstance(value, int)):
             reason = f"`{key}` should be 0 or 1. Received: {value!r:.60}"
     if reason:
-        return log.add(file, item, reason, "skipped", "malformed")
+        return log.skip(file, item, "malformed", reason)
     if cat not in index:
-        return log.add(
-            file,
-            item,
-            f"unknown category id {cat} (categories: {sorted(index)})",
-            "skipped",
-            "unknown_class",
+        return log.skip(
+            file, item, "unknown_class", f"unknown category id {cat} (categories: {sorted(index)})"
         )
     x, y, w, h = (float(v) for v in bbox)
     shown = "bbox [" + ", ".join(_num(v) for v in bbox) + "]"
@@ -851,14 +821,10 @@ def _voc_object(obj, index, size, xml, item, log):
         else None
     )
     if reason:
-        return log.add(xml, item, reason, "skipped", "malformed")
+        return log.skip(xml, item, "malformed", reason)
     if name not in index:
-        return log.add(
-            xml,
-            item,
-            f"unknown class name {name!r} (labels: {list(index)})",
-            "skipped",
-            "unknown_class",
+        return log.skip(
+            xml, item, "unknown_class", f"unknown class name {name!r} (labels: {list(index)})"
         )
     xmin, ymin, xmax, ymax = values
     if xmax < xmin or ymax < ymin:  # on the raw values: xmax = xmin - 1 is inverted, not empty
@@ -876,21 +842,18 @@ def _voc_pixels(box, width, height) -> tuple[int, int, int, int]:
 def _yolo_lines(txt: Path, log) -> list[tuple[int, str]] | None:
     """Numbered non-blank lines; ``[]`` for a missing file (listed), ``None`` if unreadable."""
     if not txt.is_file():
-        log.add(
+        log.fix(
             txt,
             "file",
+            "label_file_missing",
             "no label file for this image; kept as a negative image (no "
             "objects). Write an empty .txt to mark negatives",
-            "fixed",
-            "label_file_missing",
         )
         return []
     try:
         text = txt.read_text(encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
-        log.add(
-            txt, "file", f"unreadable label file ({exc}); image skipped", "skipped", "malformed"
-        )
+        log.skip(txt, "file", "malformed", f"unreadable label file ({exc}); image skipped")
         return None
     return [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
@@ -898,34 +861,28 @@ def _yolo_lines(txt: Path, log) -> list[tuple[int, str]] | None:
 def _yolo_object(line, num_labels, size, txt, n, log):
     item, parts = f"line {n}", line.split()
     if len(parts) != 5:
-        return log.add(
+        return log.skip(
             txt,
             item,
+            "malformed",
             f"expected 5 values 'class x_center y_center width height', "
             f"got {len(parts)}: {line.strip()!r}",
-            "skipped",
-            "malformed",
         )
     try:
         values = [float(v) for v in parts]
     except ValueError:
-        return log.add(txt, item, f"non-numeric value in {line.strip()!r}", "skipped", "malformed")
+        return log.skip(txt, item, "malformed", f"non-numeric value in {line.strip()!r}")
     cls, cx, cy, w, h = values
     if not all(map(math.isfinite, values)) or cls != int(cls):
-        return log.add(
-            txt,
-            item,
-            f"non-finite value or non-integer class in {line.strip()!r}",
-            "skipped",
-            "malformed",
+        return log.skip(
+            txt, item, "malformed", f"non-finite value or non-integer class in {line.strip()!r}"
         )
     if not 0 <= cls < num_labels:
-        return log.add(
+        return log.skip(
             txt,
             item,
-            f"class index {int(cls)} out of range for {num_labels} labels",
-            "skipped",
             "unknown_class",
+            f"class index {int(cls)} out of range for {num_labels} labels",
         )
     width, height = size
     shown = f"x_center={parts[1]} y_center={parts[2]} width={parts[3]} height={parts[4]}"
@@ -945,8 +902,13 @@ class _Log:
     def __init__(self, on_error: str):
         self.on_error, self.problems = on_error, []
 
-    def add(self, file, item: str, reason: str, action: str, code: str) -> None:
-        problem = Problem(str(file), item, reason, action, code)
+    def skip(self, file, item: str, code: str, reason: str) -> None:
+        self._add(Problem(str(file), item, reason, "skipped", code))
+
+    def fix(self, file, item: str, code: str, reason: str) -> None:
+        self._add(Problem(str(file), item, reason, "fixed", code))
+
+    def _add(self, problem: Problem) -> None:
         if self.on_error == "raise":
             raise DataProblemError(problem)
         self.problems.append(problem)
@@ -956,37 +918,30 @@ def _check_box(box, width, height, file, item, shown, log) -> np.ndarray | None:
     """The policy for one box in pixels: the kept (maybe clipped) box, or ``None``."""
     x0, y0, x1, y1 = box
     if not all(map(math.isfinite, box)):
-        return log.add(file, item, f"non-finite box ({shown})", "skipped", "malformed")
+        return log.skip(file, item, "malformed", f"non-finite box ({shown})")
     if x1 < x0 or y1 < y0:
         return _inverted(file, item, shown, x1 < x0, y1 < y0, log)
     if x1 == x0 or y1 == y0:
-        return log.add(file, item, f"zero-area box ({shown})", "skipped", "box_zero_area")
+        return log.skip(file, item, "box_zero_area", f"zero-area box ({shown})")
     if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
-        return log.add(
-            file,
-            item,
-            f"box entirely outside the {width}x{height} image ({shown})",
-            "skipped",
-            "box_outside",
+        return log.skip(
+            file, item, "box_outside", f"box entirely outside the {width}x{height} image ({shown})"
         )
     kept = np.clip(np.array(box, dtype=np.float64), 0, [width, height, width, height])
     if np.abs(kept - box).max() > EDGE_TOLERANCE:
-        log.add(
+        log.fix(
             file,
             item,
+            "box_clipped",
             f"box partly outside the {width}x{height} image ({shown}); clipped "
             f"to [{', '.join(_num(v) for v in kept)}]",
-            "fixed",
-            "box_clipped",
         )
     return kept.astype(np.float32)
 
 
 def _inverted(file, item, shown, x: bool, y: bool, log) -> None:
     axes = " and ".join(a for a, bad in (("x_max < x_min", x), ("y_max < y_min", y)) if bad)
-    return log.add(
-        file, item, f"inverted box ({shown}): {axes}; not swapped", "skipped", "box_inverted"
-    )
+    return log.skip(file, item, "box_inverted", f"inverted box ({shown}): {axes}; not swapped")
 
 
 def _checked_size(path: Path, item: str, n: int, log, verify: bool) -> tuple[int, int] | None:
@@ -995,16 +950,16 @@ def _checked_size(path: Path, item: str, n: int, log, verify: bool) -> tuple[int
         return _image_size(path, verify)
     except ImageError as exc:
         code = "image_missing" if exc.reason == "file not found" else "image_unreadable"
-        return log.add(path, item, f"{exc.reason}; skipped with its {n} object(s)", "skipped", code)
+        return log.skip(path, item, code, f"{exc.reason}; skipped with its {n} object(s)")
 
 
 def _image_size(path: Path, verify: bool) -> tuple[int, int]:
+    """Upright ``(width, height)`` from the header (or a full decode); ``ImageError`` with the
+    same reasons as :func:`kvision.preprocess.decode_image` when unusable."""
     if verify:
         return decode_image(read_bytes(path), path).size
-    if not path.is_file():
-        raise ImageError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "zero-byte file")
+    head = _read_head(path)
+    kind = next((name for magic, name in _MAGIC if head.startswith(magic)), "image")
     try:
         with Image.open(path) as image:
             width, height = image.size
@@ -1012,12 +967,28 @@ def _image_size(path: Path, verify: bool) -> tuple[int, int]:
             has_exif = image.format != "PNG" or "exif" in image.info
             orientation = image.getexif().get(0x0112, 1) if has_exif else 1
     except UnidentifiedImageError:
-        raise ImageError(path, "not an image or unsupported format (cannot identify)") from None
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
-        raise ImageError(
-            path, f"unreadable image header ({str(exc) or type(exc).__name__})"
-        ) from None
+        reason = "not an image (cannot identify)"
+        raise ImageError(path, reason if kind == "image" else f"corrupt {kind} file") from None
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, EOFError ...
+        message = str(exc) or type(exc).__name__
+        truncated = isinstance(exc, EOFError) or "truncated" in message.lower()
+        reason = f"truncated {kind} file" if truncated else f"corrupt {kind} file ({message})"
+        raise ImageError(path, reason) from None
     return (height, width) if orientation in _ROTATING_ORIENTATIONS else (width, height)
+
+
+def _read_head(path: Path, size: int = 16) -> bytes:
+    """The first bytes of an image file; ``ImageError`` when missing, empty or unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(size)
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except OSError as exc:
+        raise ImageError(path, f"unreadable file ({type(exc).__name__}: {exc.strerror})") from None
+    if not head:
+        raise ImageError(path, "zero-byte file")
+    return head
 
 
 def _example(path, image_id, width, height, objects) -> DetectionExample:
@@ -1038,6 +1009,7 @@ def _example(path, image_id, width, height, objects) -> DetectionExample:
 
 
 def _dataset(examples, labels, category_ids, log, source) -> DetectionDataset:
+    """The dataset; ``DetectionDataError`` when every image was skipped (not a dataset)."""
     if not examples:
         first = "; ".join(str(p) for p in log.problems[:3])
         raise DetectionDataError(

@@ -107,7 +107,8 @@ def test_coco_bad_annotations_are_fixed_or_skipped_with_exact_problems(tmp_path)
         Problem(
             f,
             "annotation id 1",
-            "box partly outside the 40x30 image (bbox [30, 20, 20, 20]); clipped to [30, 20, 40, 30]",
+            "box partly outside the 40x30 image (bbox [30, 20, 20, 20]); "
+            "clipped to [30, 20, 40, 30]",
             "fixed",
             "box_clipped",
         ),
@@ -207,7 +208,7 @@ def test_coco_missing_corrupt_and_mismatched_images_are_skipped_with_their_objec
         Problem(
             str(images / "corrupt.png"),
             "image id 3",
-            "not an image or unsupported format (cannot identify); skipped with its 1 object(s)",
+            "not an image (cannot identify); skipped with its 1 object(s)",
             "skipped",
             "image_unreadable",
         ),
@@ -395,12 +396,15 @@ def test_voc_bad_objects_and_files(tmp_path):
             ("cat", (1, "a", 5, 5), 0),  # non-numeric
             ("cat", (1, 1, 5, 5), 2),  # bad difficult
             ("", (1, 1, 5, 5), 0),  # no name
+            ("cat", ("nan", 1, 5, 5), 0),  # NaN
         ],
     )
     b = _voc_xml(ann_dir / "b.xml", "b.png", [("cat", (1, 1, 5, 5), 0)], size=(41, 30))
     c = ann_dir / "c.xml"
     c.write_text("<annotation><filename>c.png</filename><object>")
     d = _voc_xml(ann_dir / "d.xml", "gone.png", [("cat", (1, 1, 5, 5), 0)])
+    (img_dir / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    e = _voc_xml(ann_dir / "e.xml", "bad.png", [("cat", (1, 1, 5, 5), 0)] * 2)
     ds = read_voc(ann_dir, img_dir, labels=["cat", "dog"])
     problems = [(p.file, p.item, p.action, p.code) for p in ds.problems]
     assert problems == [
@@ -412,8 +416,10 @@ def test_voc_bad_objects_and_files(tmp_path):
         (str(a), "object 5", "skipped", "malformed"),
         (str(a), "object 6", "skipped", "malformed"),
         (str(a), "object 7", "skipped", "malformed"),
+        (str(a), "object 8", "skipped", "malformed"),
         (str(b), "size", "skipped", "size_mismatch"),
         (str(img_dir / "gone.png"), "image", "skipped", "image_missing"),
+        (str(img_dir / "bad.png"), "image", "skipped", "image_unreadable"),
     ]
     reasons = [p.reason for p in ds.problems]
     assert reasons[0].startswith("malformed XML (no element found: line 1")
@@ -424,13 +430,16 @@ def test_voc_bad_objects_and_files(tmp_path):
     assert reasons[3] == "inverted box (xmin=10 ymin=10 xmax=8 ymax=12): x_max < x_min; not swapped"
     assert reasons[4] == "unknown class name 'cow' (labels: ['cat', 'dog'])"
     assert (
-        reasons[8]
-        == f"<size> 41x30 is not the image file's 40x30 ({img_dir / 'b.png'}); skipped with its 1 object(s)"
+        reasons[9] == f"<size> 41x30 is not the image file's 40x30 ({img_dir / 'b.png'}); "
+        "skipped with its 1 object(s)"
     )
-    assert reasons[9] == "file not found; skipped with its 1 object(s)"
+    assert reasons[10] == "file not found; skipped with its 1 object(s)"
+    assert reasons[11] == ("truncated PNG file; skipped with its 2 object(s)")
     (ex,) = ds.examples
     np.testing.assert_array_equal(ex.boxes, [[29, 19, 40, 30]])
-    assert d.exists()
+    assert d.exists() and e.exists()
+    with pytest.raises(DataProblemError, match="c.xml, file: malformed XML"):
+        read_voc(ann_dir, img_dir, labels=["cat", "dog"], on_error="raise")
 
 
 def test_voc_empty_folder_raises(tmp_path):
@@ -449,10 +458,12 @@ def test_yolo_normalized_boxes_negatives_and_label_file_problems(tmp_path):
     images, labels = tmp_path / "images", tmp_path / "labels"
     for name in ("a.png", "empty.png", "nolabel.png", "sub/b.jpg"):
         _image(images / name, 40, 20)
+    (images / "bad.png").write_bytes(b"")
     labels.mkdir()
     (labels / "sub").mkdir()
     (labels / "a.txt").write_text("1 0.5 0.5 0.5 0.5\n\n0 0.125 0.25 0.25 0.5\n")
     (labels / "empty.txt").write_text("")
+    (labels / "bad.txt").write_text("0 0.5 0.5 1 1\n1 0.5 0.5 1 1\n")
     (labels / "sub" / "b.txt").write_text("0 0.5 0.5 1 1\n")
     (labels / "stray.txt").write_text("0 0.5 0.5 1 1\n")
     (labels / "classes.txt").write_text("cat\ndog\n\n")
@@ -464,8 +475,15 @@ def test_yolo_normalized_boxes_negatives_and_label_file_problems(tmp_path):
     np.testing.assert_array_equal(by_name["b.jpg"].boxes, [[0, 0, 40, 20]])
     assert by_name["empty.png"].boxes.shape == (0, 4)
     assert by_name["nolabel.png"].boxes.shape == (0, 4)
-    assert [ex.image_id for ex in ds.examples] == [1, 2, 3, 4]
+    assert [ex.image_id for ex in ds.examples] == [1, 3, 4, 5]
     assert ds.problems == [
+        Problem(
+            str(images / "bad.png"),
+            "image",
+            "zero-byte file; skipped with its 2 object(s)",
+            "skipped",
+            "image_unreadable",
+        ),
         Problem(
             str(labels / "nolabel.txt"),
             "file",
@@ -524,7 +542,8 @@ def test_yolo_bad_lines_exact_problems(tmp_path):
         Problem(
             t,
             "line 5",
-            "inverted box (x_center=0.5 y_center=0.5 width=-0.1 height=0.5): x_max < x_min; not swapped",
+            "inverted box (x_center=0.5 y_center=0.5 width=-0.1 height=0.5): "
+            "x_max < x_min; not swapped",
             "skipped",
             "box_inverted",
         ),

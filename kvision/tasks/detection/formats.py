@@ -325,6 +325,8 @@ def read_voc(
     if labels is None:
         names = {_text(o, "name") for _, _, root in parsed for o in root.findall("object")}
         labels = sorted(n for n in names if n)
+        if not labels:
+            raise DetectionDataError(f"No object names in {annotations_dir}; pass labels=")
     else:
         labels = _labels(labels)
     index = {name: i for i, name in enumerate(labels)}
@@ -335,22 +337,14 @@ def read_voc(
         size = _checked_size(path, "image", len(objects), log, verify_images)
         if size is None:
             continue
-        given = _voc_size(root)
-        if isinstance(given, str) or (given and given != size):
-            bad = isinstance(given, str)
-            reason = (
-                given
-                if bad
-                else (
-                    f"<size> {given[0]}x{given[1]} is not the image "
-                    f"file's {size[0]}x{size[1]} ({path})"
-                )
-            )
+        given, n = _voc_size(root), len(objects)
+        if isinstance(given, str):
+            log.skip(xml, "size", "malformed", f"{given}; skipped with its {n} object(s)")
+            continue
+        if given and given != size:
+            reason = f"<size> {given[0]}x{given[1]} is not the image file's {size[0]}x{size[1]}"
             log.skip(
-                xml,
-                "size",
-                "malformed" if bad else "size_mismatch",
-                f"{reason}; skipped with its {len(objects)} object(s)",
+                xml, "size", "size_mismatch", f"{reason} ({path}); skipped with its {n} object(s)"
             )
             continue
         kept = []
@@ -474,6 +468,7 @@ def read_yolo(
             p
             for p in images_dir.rglob("*")
             if p.suffix.lower() in IMAGE_EXTENSIONS
+            and p.is_file()
             and not any(part.startswith(".") for part in p.relative_to(images_dir).parts)
         ),
         key=lambda p: p.relative_to(images_dir).as_posix(),
@@ -653,7 +648,7 @@ def _load_coco_json(json_path: Path) -> dict:
     if not json_path.is_file():
         raise DetectionDataError(f"COCO annotation file {json_path} not found")
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
+        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DetectionDataError(f"{json_path} is not valid JSON ({exc})") from None
     keys = ("images", "annotations", "categories")
@@ -851,7 +846,7 @@ def _yolo_lines(txt: Path, log) -> list[tuple[int, str]] | None:
         )
         return []
     try:
-        text = txt.read_text(encoding="utf-8")
+        text = txt.read_text(encoding="utf-8-sig")
     except (UnicodeDecodeError, OSError) as exc:
         log.skip(txt, "file", "malformed", f"unreadable label file ({exc}); image skipped")
         return None
@@ -1029,7 +1024,7 @@ def _labels(labels) -> list[str]:
             raise DetectionDataError(f"Class names file {path} not found")
         source = str(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
             if path.suffix.lower() in (".yaml", ".yml"):
                 names = _yaml_names(text, path)
             else:

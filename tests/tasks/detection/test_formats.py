@@ -461,7 +461,8 @@ def test_yolo_normalized_boxes_negatives_and_label_file_problems(tmp_path):
     (images / "bad.png").write_bytes(b"")
     labels.mkdir()
     (labels / "sub").mkdir()
-    (labels / "a.txt").write_text("1 0.5 0.5 0.5 0.5\n\n0 0.125 0.25 0.25 0.5\n")
+    # a byte-order mark, a blank line and Windows line ends are not problems
+    (labels / "a.txt").write_text("\ufeff1 0.5 0.5 0.5 0.5\r\n\r\n0 0.125 0.25 0.25 0.5\r\n")
     (labels / "empty.txt").write_text("")
     (labels / "bad.txt").write_text("0 0.5 0.5 1 1\n1 0.5 0.5 1 1\n")
     (labels / "sub" / "b.txt").write_text("0 0.5 0.5 1 1\n")
@@ -731,3 +732,34 @@ def test_read_detection_dataset_detects_each_layout(tmp_path):
         read_detection_dataset(coco_dir, labels=["a"])
     with pytest.raises(InputValueError, match="`format` should be one of"):
         read_detection_dataset(coco_dir, format="kitti")
+
+
+def test_write_coco_default_images_dir_and_pycocotools_reads_it(tmp_path):
+    from pycocotools.coco import COCO
+
+    src, images = _coco_source(tmp_path)
+    out = tmp_path / "out"
+    for name in ("a.png", "b.png", "c.png"):
+        _image(out / "images" / name, *Image.open(images / name).size)
+    moved = [
+        type(ex)(
+            str(out / "images" / ex.image_path.rsplit("/", 1)[1]),
+            ex.image_id,
+            ex.width,
+            ex.height,
+            ex.boxes,
+            ex.classes,
+        )
+        for ex in src.examples
+    ]
+    write_coco(type(src)(moved, src.labels, src.category_ids), out / "annotations.json")
+    assert json.loads((out / "annotations.json").read_text())["images"][0]["file_name"] == "a.png"
+    back = read_detection_dataset(out)
+    assert back.problems == [] and back.category_ids == [3, 7]
+    for a, b in zip(src.examples, back.examples, strict=True):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+    gt = COCO(str(out / "annotations.json"))  # the reference reader accepts the file
+    assert sorted(gt.getCatIds()) == [3, 7] and len(gt.getAnnIds()) == 3
+    ann = gt.loadAnns(gt.getAnnIds(imgIds=[1], catIds=[7]))[0]
+    np.testing.assert_allclose(ann["bbox"], [0.25, 1.5, 20.125, 30.75])
+    assert ann["area"] == pytest.approx(20.125 * 30.75)

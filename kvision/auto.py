@@ -4,8 +4,11 @@ A config leaves ``augment.transforms`` and ``train.epochs`` as ``auto`` (the def
 user sets them. They are resolved here, once the training split is known, and the choice and its
 reason go into the run report:
 
-- **Augmentation.** Fashion-MNIST is kvision's measured main job: a horizontal flip only (flip
-  plus translation scored lower at that training budget). Any other dataset gets small shifts,
+- **Augmentation.** Fashion-MNIST is kvision's measured main job: a horizontal flip and random
+  erasing (Zhong et al. 2020; p 0.5, 2-33 % of the image). Flip plus translation scored lower at
+  that training budget; erasing closed most of the train/validation gap (0.961/0.927 -> 0.933/
+  0.930 at the last epoch) and gave test 0.9248 and 0.9261 (two seeds) against 0.9224-0.9269
+  (median 0.9238) with the flip alone. Any other dataset gets small shifts,
   rotations and zooms and *no flips*, which assume a mirror symmetry that digits, text and many
   other images do not have. Borders are filled with the nearest pixel, so no mirrored strokes
   appear at the edges.
@@ -30,7 +33,10 @@ MIN_EPOCHS = 14
 MAX_EPOCHS = 60
 MIN_STEPS = 3_000  # optimizer steps a from-scratch training should get at least
 
-FLIP_ONLY = [{"name": "flip", "mode": "horizontal"}]
+FASHION_MNIST = [
+    {"name": "flip", "mode": "horizontal"},
+    {"name": "erase", "p": 0.5, "min_area": 0.02, "max_area": 0.33},
+]
 NO_SYMMETRY = [
     {"name": "translate", "factor": 0.08, "fill_mode": "nearest"},
     {"name": "rotate", "factor": 0.025, "fill_mode": "nearest"},
@@ -54,9 +60,10 @@ def choose_transforms(dataset: str) -> Choice:
     """
     if dataset == "fashion_mnist":
         return Choice(
-            [dict(t) for t in FLIP_ONLY],
-            "auto for Fashion-MNIST: horizontal flip only (garments are left-right symmetric; "
-            "adding translation scored lower at the default training budget)",
+            [dict(t) for t in FASHION_MNIST],
+            "auto for Fashion-MNIST: horizontal flip (garments are left-right symmetric) and "
+            "random erasing (p 0.5, 2-33 % of the image; it narrowed the train/validation gap); "
+            "adding translation scored lower at the default training budget",
         )
     return Choice(
         [dict(t) for t in NO_SYMMETRY],

@@ -382,3 +382,26 @@ def test_bench_keras_baseline_erases_with_p1():
         assert 0.01 <= rows.size / image.size <= 0.2
     kept, _ = bench.keras_augmenter(seed=0, p=0.0)(x, None)
     assert np.all(kept.numpy() == 1.0)  # the zeros are the erasing's, nothing else's
+
+
+def test_erase_draws_one_rectangle_within_the_area_and_aspect_bounds():
+    aug = build_augmenter(
+        [{"name": "erase", "p": 1.0, "min_area": 0.05, "max_area": 0.2, "aspect": [0.5, 2.0]}],
+        seed=3,
+    )
+    y, _ = aug(tf.ones((300, 40, 40, 1)), None)
+    heights, widths = [], []
+    for image in y.numpy()[..., 0]:
+        rows, cols = np.nonzero(image == 0)
+        h, w = np.ptp(rows) + 1, np.ptp(cols) + 1
+        assert rows.size == h * w  # one filled rectangle, nothing else changed
+        assert 0.05 * 1600 - 2 * 40 <= rows.size <= 0.2 * 1600 + 2 * 40  # +-1 px rounding a side
+        heights.append(h)
+        widths.append(w)
+    ratio = np.array(heights) / np.array(widths)
+    assert 0.5 * 0.75 <= ratio.min() and ratio.max() <= 2.0 / 0.75  # rounding of small sides
+    assert ratio.min() < 0.8 and ratio.max() > 1.25  # both orientations are drawn
+    noisy, _ = build_augmenter([{"name": "erase", "p": 1.0, "fill": "random"}], seed=0)(
+        tf.zeros((4, 28, 28, 1)), None
+    )
+    assert (noisy.numpy() > 0).sum(axis=(1, 2, 3)).min() > 0  # noise-filled, not zeros

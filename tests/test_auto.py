@@ -19,10 +19,11 @@ def test_unknown_datasets_get_no_flip(dataset):
     assert "no flips" in choice.reason
 
 
-def test_fashion_mnist_keeps_its_measured_flip():
+def test_fashion_mnist_keeps_its_measured_flip_and_erasing():
     choice = auto.choose_transforms("fashion_mnist")
-    assert _names(choice.value) == ["flip"]
+    assert _names(choice.value) == ["flip", "erase"]
     assert choice.value[0]["mode"] == "horizontal"
+    assert choice.value[1]["p"] == 0.5
 
 
 @pytest.mark.parametrize(

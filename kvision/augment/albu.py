@@ -9,8 +9,8 @@ them).
 
 Example::
 
-    erase = get_transform("erase")(seed=0, p=0.25, max_area=0.15)
-    images = erase(images)  # float32 (B, H, W, C) in [0, 1]
+    blur = get_transform("blur")(seed=0, p=0.25)
+    images = blur(images)  # float32 (B, H, W, C) in [0, 1]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def import_albumentations():
         import albumentations as A
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(
-            f"kvision's `noise`, `erase`, `cutout`, `blur` and `gamma` transforms "
+            f"kvision's `noise`, `cutout`, `blur` and `gamma` transforms "
             f"need albumentations 2.x. {_INSTALL_HINT}"
         ) from exc
     major = int(A.__version__.split(".")[0])
@@ -115,43 +115,6 @@ def _check_fill(t: Transform, options: dict) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise t.error("fill", value, 'a number between 0 and 1 or "random"')
-
-
-@register_transform("erase")
-class Erase(AlbumentationsTransform):
-    """Random erasing (occlusion): one rectangle per image (``A.Erasing``).
-
-    Args:
-        p: per-image probability (default 0.5).
-        min_area: smallest erased area as a fraction of the image (default 0.02).
-        max_area: largest erased area as a fraction of the image (default 0.33).
-        aspect: ``[min, max]`` aspect ratio of the rectangle (default ``[0.3, 3.3]``).
-        fill: value in [0, 1] (default 0) or ``"random"`` (uniform noise).
-    """
-
-    defaults = {"p": 0.5, "min_area": 0.02, "max_area": 0.33, "aspect": [0.3, 3.3], "fill": 0.0}
-
-    def validate(self, options):
-        self.check_probability(options)
-        for key in ("min_area", "max_area"):
-            value = options[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise self.error(key, value, "a number in (0, 1]")
-        if options["min_area"] > options["max_area"]:
-            raise self.error(
-                "min_area", options["min_area"], f"at most max_area ({options['max_area']})"
-            )
-        pair = self.check_range(options, "aspect", 0.01, 100.0)
-        if len(pair) != 2 or pair[0] <= 0:
-            raise self.error("aspect", options["aspect"], "a [min, max] pair with 0 < min <= max")
-        _check_fill(self, options)
-
-    def make(self, A):
-        o = self.options
-        fill = "random_uniform" if o["fill"] == "random" else float(o["fill"])
-        return A.Erasing(
-            scale=(o["min_area"], o["max_area"]), ratio=tuple(o["aspect"]), fill=fill, p=1.0
-        )
 
 
 @register_transform("cutout")

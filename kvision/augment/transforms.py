@@ -71,7 +71,7 @@ def get_transform(name: str) -> type[Transform]:
 def _import_builtin_transforms() -> None:
     # Importing the module runs its @register_transform decorators; albumentations itself is only
     # imported when one of its transforms is built.
-    from kvision.augment import albu  # noqa: F401
+    from kvision.augment import albu, erasing  # noqa: F401
 
 
 class Transform:

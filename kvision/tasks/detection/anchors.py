@@ -330,8 +330,9 @@ def encode_targets(
     positive = matches >= 0
     box_targets = np.zeros((len(anchors), 4), dtype=np.float32)
     box_targets[positive] = encode(gt_boxes[matches[positive]], anchors[positive], variances)
-    class_targets = np.where(positive, gt_classes[np.maximum(matches, 0)], matches)
-    return {"box_targets": box_targets, "class_targets": class_targets.astype(np.int32)}
+    class_targets = matches.copy()
+    class_targets[positive] = gt_classes[matches[positive]]
+    return {"box_targets": box_targets, "class_targets": class_targets}
 
 
 def _check_classes(gt_classes, n: int) -> np.ndarray:

@@ -301,21 +301,15 @@ def iou_tf(a, b):
     """
     import tensorflow as tf
 
-    a = tf.convert_to_tensor(a, tf.float32)
-    b = tf.convert_to_tensor(b, tf.float32)
-    x = a[:, None, :]
-    y = b[None, :, :]
-    w = tf.minimum(x[..., 2], y[..., 2]) - tf.maximum(x[..., 0], y[..., 0])
-    h = tf.minimum(x[..., 3], y[..., 3]) - tf.maximum(x[..., 1], y[..., 1])
+    ax1, ay1, ax2, ay2 = tf.split(tf.convert_to_tensor(a, tf.float32), 4, axis=1)  # [N, 1]
+    bx1, by1, bx2, by2 = tf.split(tf.transpose(tf.convert_to_tensor(b, tf.float32)), 4)  # [1, M]
+    w = tf.minimum(ax2, bx2) - tf.maximum(ax1, bx1)
+    h = tf.minimum(ay2, by2) - tf.maximum(ay1, by1)
     inter = tf.maximum(w, 0.0) * tf.maximum(h, 0.0)
-    union = _area_tf(a)[:, None] + _area_tf(b)[None, :] - inter
-    return tf.where(union > 0, inter / tf.where(union > 0, union, 1.0), 0.0)
-
-
-def _area_tf(b):
-    import tensorflow as tf
-
-    return tf.maximum(b[:, 2] - b[:, 0], 0.0) * tf.maximum(b[:, 3] - b[:, 1], 0.0)
+    area_a = tf.maximum(ax2 - ax1, 0.0) * tf.maximum(ay2 - ay1, 0.0)
+    area_b = tf.maximum(bx2 - bx1, 0.0) * tf.maximum(by2 - by1, 0.0)
+    # union >= max(area_a, area_b) >= 0; divide_no_nan gives 0 where it is 0
+    return tf.math.divide_no_nan(inter, area_a + area_b - inter)
 
 
 def encode_tf(boxes, anchors, variances: Sequence[float] = DEFAULT_VARIANCES):

@@ -1,6 +1,9 @@
-"""One ``Runtime`` interface over LiteRT, TF SavedModel, Keras and ONNX Runtime.
+"""``deploy.runtimes``: the runtimes of :mod:`kvision.runtime`, under their ``deploy`` names.
 
-Heavy engines (TensorFlow, LiteRT, ONNX Runtime) are imported when a runtime loads, never here.
+The implementation lives in ``kvision.runtime`` (kvision never imports ``deploy``), so kvision's
+exporters and ``deploy``'s benchmark and server share one LiteRT inference path. Every runtime
+runs any number of named inputs and outputs (``inputs``, ``outputs``, ``run(feeds)``); the
+single-tensor ``input_spec``, ``output_spec`` and ``predict(x)`` remain for classifiers.
 
 Example:
     >>> from deploy.runtimes import open_runtime
@@ -9,25 +12,27 @@ Example:
     ('int8', (4, 10))
 """
 
-from deploy.runtimes.base import (
+from kvision.runtime import (
     ARTIFACT_FORMATS,
-    BaseRuntime,
+    DELEGATE_PREFIX,
+    RUNTIME_FORMATS,
     Runtime,
     RuntimeUnavailable,
     TensorInfo,
+    UnsupportedOpsError,
     artifact_contract,
     check_batch,
-    detect_format,
-    saved_model_version_dir,
-)
-from deploy.runtimes.registry import (
-    DELEGATE_PREFIX,
-    RUNTIME_FORMATS,
     default_runtimes,
+    detect_format,
+    find_contract,
     open_runtime,
+    probe_feeds,
     runtime_kind,
+    saved_model_version_dir,
     supports_threads,
 )
+
+BaseRuntime = Runtime
 
 __all__ = [
     "ARTIFACT_FORMATS",
@@ -37,11 +42,14 @@ __all__ = [
     "Runtime",
     "RuntimeUnavailable",
     "TensorInfo",
+    "UnsupportedOpsError",
     "artifact_contract",
     "check_batch",
     "default_runtimes",
     "detect_format",
+    "find_contract",
     "open_runtime",
+    "probe_feeds",
     "runtime_kind",
     "saved_model_version_dir",
     "supports_threads",

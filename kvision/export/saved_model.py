@@ -7,9 +7,10 @@ Layout (what TF Serving's file-system source watches)::
                                   /assets.extra/contract.json     # kvision's input contract
 
 Signature ``serving_default``: input ``images`` (float32 ``[None, H, W, C]``, already normalized as
-the contract says) -> output ``probabilities`` (float32 ``[None, num_classes]``). The same serving
-function is what ``kvision.export.converter`` converts to TFLite, so both formats expose the same
-names.
+the contract says) -> output ``probabilities`` (float32 ``[None, num_classes]``); a model with
+several outputs keeps one per output, named by its output names. The same serving function is
+what ``kvision.export.converter`` converts to TFLite, so both formats expose the same names.
+:class:`ServingSignature` and :class:`KerasModelFile` run artifacts through ``kvision.runtime``.
 
 The model is saved through a plain ``tf.Module`` holding its variables and the traced signature,
 not through Keras' own SavedModel path: only the serving graph is written (no per-layer Keras
@@ -77,9 +78,15 @@ def resolve_contract(model, contract=None):
 def serving_function(model, contract=None):
     """A ``tf.function`` ``images -> {"probabilities": ...}`` with a fixed input signature.
 
+    A model with several outputs (a detector's ``boxes`` and ``scores``) gets one entry per
+    output, named by the model's output names.
+
     Args:
-        model: tf_keras classifier with one input and one output.
+        model: tf_keras model with one image input.
         contract: ``InputContract`` for the input size (default: the model's own).
+
+    Raises:
+        InputValueError: several inputs, or output names that repeat.
 
     Example:
         >>> fn = serving_function(model)
@@ -89,19 +96,35 @@ def serving_function(model, contract=None):
     import tensorflow as tf
 
     contract = resolve_contract(model, contract)
-    outputs = model.outputs if hasattr(model, "outputs") else None
-    if outputs is not None and len(outputs) != 1:
-        raise InputValueError(
-            f"`model` should have one output (class probabilities). "
-            f"Received: {len(outputs)} outputs."
-        )
+    names = output_names(model)
     spec = tf.TensorSpec([None, *contract.shape], tf.float32, name=INPUT_NAME)
 
     @tf.function(input_signature=[spec])
     def serve(images):
-        return {OUTPUT_NAME: model(images, training=False)}
+        y = model(images, training=False)
+        if isinstance(y, dict):
+            return {str(k): v for k, v in y.items()}
+        if len(names) == 1:
+            return {OUTPUT_NAME: y[0] if isinstance(y, list | tuple) else y}
+        return dict(zip(names, y, strict=True))
 
     return serve
+
+
+def output_names(model) -> list[str]:
+    """The signature names of ``model``'s outputs: ``["probabilities"]`` for one output, else
+    the model's output names (``["boxes", "scores"]``).
+
+    Raises:
+        InputValueError: several outputs whose names repeat.
+    """
+    outputs = list(getattr(model, "outputs", None) or [None])
+    if len(outputs) == 1:
+        return [OUTPUT_NAME]
+    names = [str(n) for n in model.output_names]
+    if len(set(names)) != len(names):
+        raise InputValueError(f"`model` output names should be unique. Received: {names}")
+    return names
 
 
 def export_saved_model(
@@ -199,18 +222,18 @@ def _replace_dir(src: Path, dst: Path) -> None:
 class ServingSignature:
     """A SavedModel's serving signature, run on model-domain float inputs (``kvision predict``).
 
-    Loads ``path`` (a version folder with ``saved_model.pb``) with ``tf.saved_model.load`` and
-    takes ``serving_default`` (else the only signature). It must have one input; the output is
-    ``probabilities``, else the only one. Inputs are cast to the signature's dtype by
-    ``kvision.models.contract.to_input_tensor``: an integer input takes whole pixel values and
-    refuses anything else (no rounding of [0, 1] floats).
+    A view of :class:`kvision.runtime.tensorflow.SavedModelRuntime` (``serving_default``, else
+    the only signature) with one input; the output is the primary one (``probabilities``, else
+    the only one). Inputs are fed in the input's own domain (``to_input_tensor``): an integer
+    input takes whole pixel values and refuses anything else (no rounding of [0, 1] floats).
 
     Args:
         path: SavedModel version folder.
 
     Raises:
         FileNotFoundError: no ``saved_model.pb`` in ``path``.
-        ValueError: no usable signature (the message lists what exists).
+        ValueError: no usable signature (the message lists what exists), several inputs, or
+            several outputs of which none is primary.
 
     Example:
         >>> sig = ServingSignature("export/saved_model/classifier/1")
@@ -219,38 +242,19 @@ class ServingSignature:
     """
 
     def __init__(self, path):
-        import tensorflow as tf
+        from kvision.runtime.tensorflow import SavedModelRuntime
 
         self.path = Path(path)
         if not (self.path / "saved_model.pb").is_file():
             raise FileNotFoundError(f"No saved_model.pb in {self.path}")
-        self._loaded = tf.saved_model.load(str(self.path))
-        signatures = dict(self._loaded.signatures)
-        key = SIGNATURE_KEY if SIGNATURE_KEY in signatures else None
-        if key is None and len(signatures) == 1:
-            key = next(iter(signatures))
-        if key is None:
-            raise InputValueError(
-                f"{self.path} has no `{SIGNATURE_KEY}` signature; found {sorted(signatures)}."
-            )
-        self._fn = signatures[key]
-        inputs = self._fn.structured_input_signature[1]
-        outputs = self._fn.structured_outputs
-        if len(inputs) != 1:
-            raise InputValueError(
-                f"Signature `{key}` of {self.path} should have one (image) input. "
-                f"Found {sorted(inputs)}."
-            )
-        if OUTPUT_NAME not in outputs and len(outputs) != 1:
-            raise InputValueError(
-                f"Signature `{key}` of {self.path} has outputs {sorted(outputs)}; expected one, "
-                f"or one named `{OUTPUT_NAME}`."
-            )
-        self.input_name, spec = next(iter(inputs.items()))
-        self.output_name = OUTPUT_NAME if OUTPUT_NAME in outputs else next(iter(outputs))
-        self.input_shape = tuple(spec.shape.as_list())
-        self.input_dtype = spec.dtype.name
-        self.output_shape = tuple(outputs[self.output_name].shape.as_list())
+        self.runtime = SavedModelRuntime(self.path)
+        spec = self.runtime.input_spec
+        out = self.runtime.output_spec
+        self.input_name = spec.name
+        self.output_name = out.name
+        self.input_shape = spec.shape
+        self.input_dtype = spec.dtype
+        self.output_shape = out.shape
 
     @property
     def input_tensor(self) -> tuple:
@@ -264,35 +268,32 @@ class ServingSignature:
 
     def predict(self, x, batch_size: int = 64) -> np.ndarray:
         """float32 outputs ``[N, ...]`` for model-domain inputs ``x`` ``[N, H, W, C]``."""
-        import tensorflow as tf
-
-        from kvision.models.contract import to_input_tensor
-
-        x = to_input_tensor(np.asarray(x), self.input_dtype, where=str(self.path))
-        chunks = [
-            self._fn(**{self.input_name: tf.constant(x[i : i + batch_size])})[self.output_name]
-            for i in range(0, len(x), batch_size)
-        ]
-        return np.concatenate([c.numpy() for c in chunks]).astype(np.float32)
+        return self.runtime.predict(x, batch_size)
 
 
 class KerasModelFile:
-    """A tf_keras model file (``.keras`` / ``.h5``) with :class:`ServingSignature`'s interface.
+    """A tf_keras model file (``.keras`` / ``.h5`` / ``.hdf5``) with :class:`ServingSignature`'s
+    interface, run through :class:`kvision.runtime.tensorflow.KerasRuntime`.
 
     Args:
         path: the model file (``kvision._keras.load_model``).
+
+    Example:
+        >>> KerasModelFile("best.keras").predict(x).shape
+        (8, 10)
     """
 
     def __init__(self, path):
-        from kvision._keras import load_model
         from kvision.models.contract import model_input_dtype
+        from kvision.runtime.tensorflow import KerasRuntime
 
         self.path = Path(path)
-        self.model = load_model(self.path)
+        self.runtime = KerasRuntime(self.path)
+        self.model = self.runtime.model
         shape = self.model.input_shape
         self.input_shape = tuple(shape[0] if isinstance(shape, list) else shape)
         self.input_dtype = model_input_dtype(self.model)
-        self.num_outputs = self.model.output_shape[-1]
+        self.num_outputs = self.runtime.output_spec.shape[-1]
 
     @property
     def input_tensor(self) -> tuple:
@@ -301,15 +302,13 @@ class KerasModelFile:
 
     def predict(self, x, batch_size: int = 64) -> np.ndarray:
         """float32 outputs for model-domain inputs (whole pixels for an integer input)."""
-        from kvision.models.contract import to_input_tensor
-
-        x = to_input_tensor(np.asarray(x), self.input_dtype, where=str(self.path))
-        return np.asarray(self.model.predict(x, batch_size=batch_size, verbose=0), np.float32)
+        return self.runtime.predict(x, batch_size)
 
 
 def open_model(path):
     """A loaded model to predict with: ``LiteRTModel`` for a ``.tflite``, :class:`ServingSignature`
-    for a SavedModel version folder, :class:`KerasModelFile` for ``.keras`` / ``.h5``. Each has
+    for a SavedModel version folder, :class:`KerasModelFile` for ``.keras`` / ``.h5`` /
+    ``.hdf5``. Each has
     ``input_tensor`` (shape, dtype, quantization scale, zero point), ``num_outputs`` and
     ``predict(x)`` on model-domain float inputs.
 

@@ -107,15 +107,14 @@ def compose(background: np.ndarray, layers: list[Layer]) -> tuple[np.ndarray, np
     """Paste ``layers`` in order onto ``background``; a later layer covers earlier ones.
 
     Args:
-        background: uint8 ``[H, W, 3]``; not modified.
-        layers: objects with hard alpha masks, each wholly inside the canvas.
+        background: uint8 ``[H, W, 3]``, not modified. layers: each wholly inside the canvas.
 
     Returns:
         ``(image, visible)``: uint8 ``[H, W, 3]`` and bool ``[len(layers), H, W]``, each layer's
-        visible mask on the canvas (its mask minus what later layers cover).
+        mask on the canvas minus what later layers cover.
 
     Raises:
-        InputValueError: a layer leaves the canvas or its rgb and mask shapes differ.
+        InputValueError: a layer leaves the canvas, or its rgb and mask shapes differ.
 
     Example:
         >>> bg = np.zeros((8, 8, 3), np.uint8)
@@ -147,17 +146,12 @@ def _paste(image: np.ndarray, earlier: np.ndarray, layer: Layer, out: np.ndarray
 
 
 def prepare_item(item: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Crop a bright-on-black item to its silhouette and scale its longer side to ``size`` px.
-
-    Args:
-        item: uint8 ``[h, w]`` source image (Fashion-MNIST item, digit).
-        size: target length of the longer side of the silhouette's tight box, pixels.
+    """Crop a bright-on-black uint8 ``[h, w]`` item to its silhouette (specks under 3 px or 2 %
+    of it removed) and scale it (bilinear, antialiased) so its longer side is ``size`` pixels.
 
     Returns:
-        ``(intensity, mask)``: float32 ``[h', w']`` in 0..255 (bilinear, antialiased) and bool
-        ``[h', w']`` = ``intensity > MASK_THRESHOLD``; ``None`` when the item has no pixel above
-        the threshold. Specks (connected parts under 3 px or 2 % of the silhouette) are removed
-        before scaling.
+        ``(intensity, mask)``: float32 ``[h', w']`` (0..255) and bool ``intensity >
+        MASK_THRESHOLD``; ``None`` when no pixel is above the threshold.
     """
     from PIL import Image
     from scipy import ndimage
@@ -426,35 +420,29 @@ def _write_split(root: Path, split: str, n: int, photos, pools, categories, opts
 
     rng = np.random.default_rng([opts["seed"], SPLITS.index(split)])
     photo_names, cat_ids = list(photos), {c["name"]: c["id"] for c in categories}
+    names = list(cat_ids)
     size = opts["image_size"]
     (root / split / "images").mkdir(parents=True)
     images, annotations, dropped = [], [], 0
     for i in tqdm(range(1, n + 1), desc=split, unit="img", disable=not progress, leave=False):
         photo = photos[photo_names[int(rng.integers(len(photo_names)))]]
-        made = _make_image(photo, split, pools[split], list(cat_ids), opts, rng)
-        image, masks, objects, lost = made
+        image, masks, objects, lost = _make_image(photo, split, pools[split], names, opts, rng)
         dropped += lost
         file_name = f"{i:06d}.png"
         Image.fromarray(image).save(root / split / "images" / file_name, compress_level=1)
         images.append({"id": i, "file_name": file_name, "width": size, "height": size})
         annotations += _annotations(masks, objects, i, len(annotations) + 1, cat_ids)
     info = {"description": f"kvision synthetic detection set ({split})", "version": "1"}
-    coco = {"info": info, "licenses": [], "images": images, "annotations": annotations}
-    coco["categories"] = categories
+    coco = {"info": info, "images": images, "annotations": annotations, "categories": categories}
     atomic_write_text(root / split / "annotations.json", json.dumps(coco, separators=(",", ":")))
-    names = {c["id"]: c["name"] for c in categories}
-    per_class = dict.fromkeys(names.values(), 0)
+    per_class = dict.fromkeys(names, 0)
     by_size = dict.fromkeys(("small", "medium", "large"), 0)
     for ann in annotations:
-        per_class[names[ann["category_id"]]] += 1
+        per_class[names[ann["category_id"] - 1]] += 1
         area = ann["area"]
         by_size["small" if area < SMALL_AREA else "large" if area > LARGE_AREA else "medium"] += 1
-    occluded = sum(a["occluded"] > 0 for a in annotations)
-    return {"images": n, "objects": len(annotations), "per_class": per_class} | {
-        "by_size": by_size,
-        "occluded": occluded,
-        "dropped": dropped,
-    }
+    stats = {"images": n, "objects": len(annotations), "per_class": per_class, "by_size": by_size}
+    return stats | {"occluded": sum(a["occluded"] > 0 for a in annotations), "dropped": dropped}
 
 
 _PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48)]
@@ -507,7 +495,9 @@ def _check_classes(classes) -> list[str]:
     for name in names:
         close = difflib.get_close_matches(name, CATALOGUE, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        _require(name in CATALOGUE, f"Unknown class {name!r}.{hint} Allowed: {CATALOGUE}.")
+        _require(
+            name in CATALOGUE, f"Unknown class {name!r}.{hint} Allowed: {', '.join(CATALOGUE)}."
+        )
     ok = len(set(names)) == len(names) > 0
     _require(ok, f"`classes` should be distinct class names, at least one. Received: {names}")
     return sorted(names, key=CATALOGUE.index)
@@ -677,7 +667,8 @@ def format_summary(summary: dict) -> str:
 def main(argv=None) -> int:
     """``python tools/make_detection_data.py --out DIR [options]`` (mirrors :func:`generate`);
     returns the exit status: 0, or 2 with one line on stderr for a user error."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=f"{CATALOGUE=}")
+    epilog = f"classes: {', '.join(CATALOGUE)} (digit_*: Debian opencv-doc)"
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=epilog)
     add = p.add_argument
     add("--out", required=True, help="output folder")
     add("--seed", type=int, default=0, help="default 0")

@@ -178,7 +178,17 @@ def test_coco_valid_boxes_areas_and_categories(dataset):
             with Image.open(out / split / "images" / info["file_name"]) as img:
                 assert img.mode == "RGB" and img.size == (info["width"], info["height"])
         anns = coco.loadAnns(coco.getAnnIds())
-        assert len(anns) == summary["splits"][split]["objects"] > 0
+        stats = summary["splits"][split]
+        assert len(anns) == stats["objects"] > 0
+        names = [coco.cats[a["category_id"]]["name"] for a in anns]
+        assert stats["per_class"] == {c["name"]: names.count(c["name"]) for c in cats}
+        small = sum(a["area"] < 32 * 32 for a in anns)
+        large = sum(a["area"] > 96 * 96 for a in anns)
+        assert stats["by_size"] == {
+            "small": small,
+            "medium": len(anns) - small - large,
+            "large": large,
+        }
         assert len({a["id"] for a in anns}) == len(anns)
         for ann in anns:
             info = coco.imgs[ann["image_id"]]
@@ -186,7 +196,7 @@ def test_coco_valid_boxes_areas_and_categories(dataset):
             assert mask.shape == (info["height"], info["width"])
             rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
             tight = [cols[0], rows[0], cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0]]
-            assert np.abs(np.asarray(ann["bbox"]) - tight).max() <= 1
+            assert ann["bbox"] == [float(v) for v in tight]  # exact pixel-edge tight box
             assert all(isinstance(v, float) for v in ann["bbox"])
             assert ann["area"] == mask.sum() >= mdd.MIN_AREA
             x, y, w, h = ann["bbox"]
@@ -209,6 +219,18 @@ def test_occluded_objects_keep_only_visible_pixels(dataset):
             assert 0 <= ann["occluded"] <= 0.6 + 1e-4
             occluded += ann["occluded"] > 0
     assert occluded >= 3  # the fixture's crowded images really occlude
+
+
+def test_crowded_images_respect_max_occluded(tmp_path, fashion):
+    summary = mdd.generate(
+        tmp_path / "crowd", n_train=6, n_val=0, n_test=0, image_size=96,
+        objects_per_image=(6, 6), object_size=(50, 80), max_occluded=0.3, progress=False,
+    )  # fmt: skip
+    coco = json.loads((tmp_path / "crowd" / "train" / "annotations.json").read_text())
+    hidden = [a["occluded"] for a in coco["annotations"]]
+    assert summary["splits"]["train"]["dropped"] > 0  # the limit really had to act
+    assert max(hidden) <= 0.3 and sum(h > 0 for h in hidden) >= 3
+    assert min(a["area"] for a in coco["annotations"]) >= mdd.MIN_AREA
 
 
 def test_splits_use_disjoint_source_items(dataset, fashion):

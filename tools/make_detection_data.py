@@ -4,11 +4,12 @@
 Objects are Fashion-MNIST items (Debian ``dataset-fashion-mnist``) and, when asked for, OpenCV's
 handwritten digits (Debian ``opencv-doc``): bright objects on black whose pixels above
 ``MASK_THRESHOLD`` are the instance mask. Each is scaled so its longer side is ``object_size``
-pixels (log-uniform; default 24-96 on 160x160, from COCO "small" to the largest object a
-stride-32 map still sees whole) and pasted, mask as alpha, on a crop of a photograph bundled with
-scikit-image. A later object may cover an earlier one, whose mask, box and area are then its
-visible part; a placement that would hide more than ``max_occluded`` of an earlier object (or
-leave it under ``MIN_AREA`` pixels) is retried, then dropped: every visible object is annotated.
+pixels (log-uniform; default 24-96 on 160x160: about half COCO "small", half "medium"; none is
+"large" (> 96^2 px) unless ``object_size`` goes past ~110) and pasted, mask as alpha, on a crop
+of a photograph bundled with scikit-image. A later object may cover an earlier one, whose
+mask, box and area are then its visible part; a placement that would hide more than
+``max_occluded`` of an earlier object (or leave it under ``MIN_AREA`` pixels) is retried, then
+dropped: every visible object is annotated.
 
 Contrast rule: an object keeps its own intensity pattern (an affine map of its pixels plus a
 zero-luminance tint) with a mean luminance at least ``min_contrast`` (of 255) away from the mean
@@ -16,7 +17,7 @@ luminance of the pixels it covers: bright on dark, dark on bright. The rule hold
 image-wide light change (linear gradient up to +-30 %, contrast 0.8-1.2, brightness +-8 %,
 gamma 0.8-1.25).
 
-Default classes (trouser, dress, sneaker, bag, ankle_boot): the Fashion-MNIST classes a
+Default classes (trouser, dress, sneaker, bag, ankle_boot): among the Fashion-MNIST classes a
 classifier separates best, with distinct silhouettes and aspect ratios (tall; tall and wide at
 the hem; low and wide; square with a handle; L-shaped), so a small detector learns them in
 minutes on two CPU cores. The shirt-like classes differ mostly in texture a 24-px object loses.

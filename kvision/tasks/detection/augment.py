@@ -94,7 +94,9 @@ class DetectionTransform:
         rules = {"p": ("number", 0, 1), **self.rules}
         self.values = {key: self._check(key, merged[key], rules[key]) for key in merged}
         self.validate(self.values)
-        self.options = {k: list(v) if isinstance(v, tuple) else v for k, v in merged.items()}
+        self.options = {
+            k: list(v) if isinstance(v, (list, tuple)) else v for k, v in merged.items()
+        }
 
     def validate(self, values: dict) -> None:
         """Checks across options (override)."""
@@ -359,12 +361,8 @@ class _Pipeline:
         A = import_albumentations()
         self.tracker = _Tracker(min_visibility)
         parts = [part for t in transforms for part in t.make(A, shape, self.tracker)]
-        params = A.BboxParams(
-            format="albumentations",
-            label_fields=["index"],
-            min_visibility=min_visibility,
-            clip=True,
-        )
+        params = dict(format="albumentations", label_fields=["index"], clip=True)
+        params = A.BboxParams(**params, min_visibility=min_visibility)
         with warnings.catch_warnings():  # boxes are clipped and checked even with no geometry
             warnings.filterwarnings("ignore", "Got processor for bboxes", UserWarning)
             self.compose = A.Compose(parts, bbox_params=params, seed=0)
@@ -388,14 +386,8 @@ class _Pipeline:
         out = self.compose(**data)
         index = np.asarray(out["index"], dtype=np.int64).reshape(-1)
         order = np.argsort(index, kind="stable")
-        boxes = np.asarray(out["bboxes"], np.float64).reshape(-1, 4)[order]
-        return (
-            out["image"],
-            boxes,
-            index[order],
-            self.tracker.clipped[index[order]],
-            out.get("masks"),
-        )
+        boxes, index = np.asarray(out["bboxes"], np.float64).reshape(-1, 4)[order], index[order]
+        return out["image"], boxes, index, self.tracker.clipped[index], out.get("masks")
 
 
 def _nodes(transforms, compose_type) -> list:
@@ -423,13 +415,11 @@ def _fit_to_masks(boxes: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.
 class DetectionAugmenter:
     """Augments one detection example; built by :func:`build_detection_augmenter`.
 
-    Called as ``aug(image, boxes, classes)`` or ``aug(image, boxes, classes, masks)``, with
-    ``image`` float32 ``[H, W, C]`` in [0, 1] (static H, W, C; C = 1 or 3), ``boxes`` float32
-    ``[N, 4]`` normalized xyxy (clipped to [0, 1] first, then each with ``x_min < x_max`` and
-    ``y_min < y_max``), ``classes`` int32 ``[N]`` and ``masks`` uint8 ``[N, H, W]``. Returns
-    the same structure: the image (same static shape, in [0, 1]) and the ``N' <= N`` surviving
-    objects in input order. Each call draws a new seed from the augmenter's generator;
-    :meth:`map` is the reproducible way to run it in a parallel ``tf.data`` map.
+    Called as ``aug(image, boxes, classes)`` or ``aug(image, boxes, classes, masks)`` on one
+    example (shapes, dtypes and rules in the module docstring; boxes are clipped to [0, 1]
+    first and must then have ``x_min < x_max`` and ``y_min < y_max``); returns the same
+    structure. Each call draws a new seed from the augmenter's generator; :meth:`map` is the
+    reproducible way to run it in a parallel ``tf.data`` map.
 
     Args:
         transforms: built :class:`DetectionTransform` objects, applied in order.
@@ -640,17 +630,18 @@ def build_detection_augmenter(
             '`specs` should be "auto" or a list of transform names or dicts. '
             f"Received: specs={specs!r}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputValueError(f"`seed` should be a non-negative integer. Received: seed={seed!r}")
-    if not _is_number(min_visibility) or not 0 <= min_visibility <= 1:
-        raise InputValueError(
-            "`min_visibility` should be a number between 0 and 1. "
-            f"Received: min_visibility={min_visibility!r}"
-        )
-    if not _is_number(min_size_px) or min_size_px < 0:
-        raise InputValueError(
-            f"`min_size_px` should be a number >= 0. Received: min_size_px={min_size_px!r}"
-        )
+    for name, value, ok, allowed in (
+        ("seed", seed, isinstance(seed, (int, np.integer)) and seed >= 0, "an integer >= 0"),
+        (
+            "min_visibility",
+            min_visibility,
+            _is_number(min_visibility) and 0 <= min_visibility <= 1,
+            "a number between 0 and 1",
+        ),
+        ("min_size_px", min_size_px, _is_number(min_size_px) and min_size_px >= 0, "a number >= 0"),
+    ):
+        if isinstance(value, bool) or not ok:
+            raise InputValueError(f"`{name}` should be {allowed}. Received: {name}={value!r}")
     transforms = [_build_transform(spec, i) for i, spec in enumerate(specs)]
     return DetectionAugmenter(
         transforms, int(seed), min_visibility=min_visibility, min_size_px=min_size_px

@@ -30,11 +30,15 @@ def add_deploy_commands(sub) -> None:
     server_main.build_parser(p)
     p.set_defaults(handler=server_main.serve_from_args)
 
-    p = sub.add_parser("convert", help="SavedModel/.keras/.h5 -> TFLite variants, verified")
+    p = sub.add_parser(
+        "convert", help="SavedModel/.keras/.h5/.hdf5 -> TFLite variants, every output verified"
+    )
     convert.build_parser(p)
     p.set_defaults(handler=convert.run_from_args)
 
-    p = sub.add_parser("inspect", help="ops, tensors, quantization and size of a .tflite")
+    p = sub.add_parser(
+        "inspect", help="named inputs/outputs, size (+ ops, tensors, quantization of a .tflite)"
+    )
     inspect_tflite.build_parser(p)
     p.set_defaults(handler=inspect_tflite.run_from_args, needs_tensorflow=False)
 

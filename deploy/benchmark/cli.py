@@ -31,8 +31,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument(
         "artifacts",
         nargs="+",
-        help=".tflite / .keras / .h5 / .onnx files, SavedModel folders, or a folder to search "
-        "(e.g. a run's export/ folder); NAME=PATH names a row",
+        help=".tflite / .keras / .h5 / .hdf5 / .onnx files, SavedModel folders, or a folder to "
+        "search (e.g. a run's export/ folder); NAME=PATH names a row",
     )
     p.add_argument("--out", help="output folder for benchmark.json/.csv/.md/.html")
     p.add_argument(
@@ -136,10 +136,11 @@ def exit_status(rows: list[dict], strict: bool = False) -> int:
 def expand_artifacts(specs: list[str]) -> list[tuple[str | None, Path]]:
     """``NAME=PATH`` / ``PATH`` arguments -> ``(name, path)`` pairs; folders are searched.
 
-    A folder that is not itself a SavedModel yields its ``.tflite``, ``.keras``, ``.h5`` and
-    ``.onnx`` files and its SavedModel model folders (those holding numeric versions).
+    A folder that is not itself a SavedModel yields its ``.tflite``, ``.keras``, ``.h5``,
+    ``.hdf5`` and ``.onnx`` files and its SavedModel model folders (those holding numeric
+    versions).
     """
-    from deploy.runtimes import detect_format
+    from kvision.runtime import detect_format
 
     out = []
     for spec in specs:
@@ -157,17 +158,17 @@ def expand_artifacts(specs: list[str]) -> list[tuple[str | None, Path]]:
         found = _search(p)
         if not found:
             raise InputValueError(
-                f"No artifacts (.tflite, .keras, .h5, .onnx, SavedModel) under {p}"
+                f"No artifacts (.tflite, .keras, .h5, .hdf5, .onnx, SavedModel) under {p}"
             )
         out.extend((None, f) for f in found)
     return out
 
 
 def _search(folder: Path) -> list[Path]:
+    from kvision.runtime import ARTIFACT_SUFFIXES
+
     files = sorted(
-        f
-        for f in folder.rglob("*")
-        if f.is_file() and f.suffix in (".tflite", ".keras", ".h5", ".onnx")
+        f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in ARTIFACT_SUFFIXES
     )
     models = sorted(
         d

@@ -194,6 +194,7 @@ def _table(rows: list[dict]) -> str:
         ("images_per_s", "{:,.0f}"),
         ("load_s", "{:.2f}"),
         ("peak_rss_mb", "{:.0f}"),
+        ("not_done", None),
         ("reason", None),
     ]
     out = ["<table><tr>" + "".join(f"<th>{c}</th>" for c, _ in cols) + "</tr>"]
@@ -202,7 +203,11 @@ def _table(rows: list[dict]) -> str:
         cells = []
         for c, spec in cols:
             v = f[c]
-            text = "-" if v is None else (spec.format(v) if spec else str(v))
+            text = (
+                "-"
+                if v is None
+                else (spec.format(v) if spec and not isinstance(v, str) else str(v))
+            )
             cls = "num" if spec else (f["status"] if c == "status" else "")
             cells.append(f"<td class='{cls}'>{_html.escape(text)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")

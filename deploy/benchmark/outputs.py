@@ -15,6 +15,8 @@ from pathlib import Path
 
 from kvision.io import atomic_write_json, atomic_write_text
 
+NOT_DONE = "not done"
+
 CSV_COLUMNS = (
     "artifact",
     "runtime",
@@ -34,6 +36,9 @@ CSV_COLUMNS = (
     "load_s",
     "peak_rss_mb",
     "peak_delta_mb",
+    "task",
+    "outputs",
+    "not_done",
     "reason",
     "path",
 )
@@ -53,11 +58,17 @@ def write_outputs(doc: dict, out_dir) -> dict[str, Path]:
 
 
 def flat_row(row: dict) -> dict:
-    """One benchmark row as the flat CSV record (``CSV_COLUMNS``)."""
+    """One benchmark row as the flat CSV record (``CSV_COLUMNS``); a check not done reads
+    ``"not done"`` in its column and its reason in ``not_done``."""
     metric = row.get("metric") or {}
     lat = row.get("latency") or {}
     thr = row.get("throughput") or {}
     mem = row.get("memory") or {}
+    not_done = row.get("not_done") or {}
+
+    def value(check, number):
+        return NOT_DONE if number is None and check in not_done else number
+
     return {
         "artifact": row["artifact"],
         "runtime": row["runtime"],
@@ -66,9 +77,9 @@ def flat_row(row: dict) -> dict:
         "size_mb": row.get("size_mb"),
         "gzip_mb": row.get("gzip_mb"),
         "input_dtype": (row.get("input") or {}).get("dtype"),
-        "accuracy": metric.get("value"),
+        "accuracy": value("metric", metric.get("value")),
         "delta_vs_baseline": metric.get("delta_vs_baseline"),
-        "agreement": row.get("agreement"),
+        "agreement": value("agreement", row.get("agreement")),
         "p50_ms": lat.get("p50_ms"),
         "p90_ms": lat.get("p90_ms"),
         "p99_ms": lat.get("p99_ms"),
@@ -77,6 +88,9 @@ def flat_row(row: dict) -> dict:
         "load_s": row.get("load_s"),
         "peak_rss_mb": mem.get("peak_rss_mb"),
         "peak_delta_mb": mem.get("peak_delta_mb"),
+        "task": row.get("task"),
+        "outputs": " ".join(o["name"] for o in row.get("outputs") or []),
+        "not_done": "; ".join(f"{k} {NOT_DONE}: {v}" for k, v in not_done.items()),
         "reason": row.get("reason", ""),
         "path": row.get("path"),
     }
@@ -143,7 +157,7 @@ def render_markdown(doc: dict) -> str:
             _fmt(f["load_s"], "{:.2f}"),
             _fmt(f["peak_rss_mb"], "{:.0f}")
             + (f" (+{f['peak_delta_mb']:.0f})" if f["peak_delta_mb"] is not None else ""),
-            (f["reason"] or "").replace("|", "\\|"),
+            "; ".join(t for t in (f["reason"], f["not_done"]) if t).replace("|", "\\|"),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -1,12 +1,18 @@
 """``run_benchmark``: every artifact x runtime x thread count, one row each, never a crash.
 
-Each row loads the artifact in its runtime, runs it on the evaluation images (or on a small
-deterministic probe batch when no dataset is given), validates the outputs, scores the metric,
-times batch-1 latency after warm-up (p50/p90/p99 over every call), then throughput at batch N,
-and records load time and peak memory. A row that cannot run is a row with a status and a
-reason (see ``deploy.benchmark.schema``). The baseline artifact (the Keras model, else the
-SavedModel, else the first artifact) runs first; every other row reports its metric delta and
-top-1 agreement against the baseline's first successful row.
+Each row loads the artifact in its runtime (any number of named inputs and outputs, through
+``kvision.runtime``), runs it on the evaluation images (or on a small deterministic probe batch,
+each input in its own tensor's domain, when no dataset is given or the artifact has no image
+input contract), validates and scores the outputs (``deploy.benchmark.scoring``, the one
+task-dependent step), times batch-1 latency after warm-up (p50/p90/p99 over every call), then
+throughput at batch N (``kvision.evaluate.latency.inference_timing``), and records load time,
+ops and peak memory. An artifact whose task is unknown (no contract.json, not a one-output
+classifier) still gets status, load, ops, size and latency; its metric and agreement are
+``not_done`` with the reason, never a number. A row that cannot run is a row with a status and
+a reason (see ``deploy.benchmark.schema``); a model needing ops LiteRT lacks fails to load with
+the ops named. The baseline artifact (the Keras model, else the SavedModel, else the first
+artifact) runs first; every other row reports its metric delta and top-1 agreement against the
+baseline's first successful row.
 
 Example:
     >>> doc = run_benchmark(
@@ -26,23 +32,29 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from deploy.benchmark.memory import PeakMemory
 from deploy.benchmark.schema import BENCHMARK_SCHEMA_VERSION, BenchmarkRow
-from deploy.runtimes import (
+from deploy.benchmark.scoring import score_outputs, task_of
+from kvision.errors import InputValueError
+from kvision.evaluate.latency import inference_timing
+from kvision.runtime import (
     DELEGATE_PREFIX,
     RUNTIME_FORMATS,
     RuntimeUnavailable,
-    artifact_contract,
     default_runtimes,
     detect_format,
+    find_contract,
     open_runtime,
+    primary_output,
+    probe_feeds,
     runtime_kind,
     saved_model_version_dir,
+    split_ops,
     supports_threads,
+    tflite_op_names,
 )
-from kvision.errors import InputValueError
+from kvision.runtime.base import fixed_batch
+from kvision.runtime.tflite_ops import describe_non_builtin
 
 _BASELINE_ORDER = ("keras", "saved_model", "onnx", "tflite")
 _PROBE_N = 16
@@ -71,7 +83,7 @@ def run_benchmark(
 
     Args:
         artifacts: paths, ``(name, path)`` pairs or a ``{name: path}`` mapping: ``.tflite``
-            files, SavedModel folders, ``.keras`` / ``.h5`` / ``.onnx`` files.
+            files, SavedModel folders, ``.keras`` / ``.h5`` / ``.hdf5`` / ``.onnx`` files.
         out_dir: write ``benchmark.json``, ``.csv``, ``.md`` and ``.html`` there (default: none).
         runtimes: runtime names to try (default: each format's defaults, see
             ``deploy.runtimes.registry``); runtimes that do not run a format are skipped for it.
@@ -121,7 +133,7 @@ def run_benchmark(
     plan = _plan(items, runtimes, threads, delegates)
 
     memory = PeakMemory()
-    state = {"outputs": None, "metric": None, "row": None}
+    state = {"baseline": None, "row": None}
     rows = []
     bar = _progress(len(plan), progress)
     for name, path, fmt, runtime, n_threads in plan:
@@ -180,7 +192,7 @@ def _bench_one(name, path, fmt, runtime, threads, data, memory, state, is_baseli
         return row
 
     if fmt == "tflite":
-        problem = _op_problem(path)
+        row.ops, problem = _tflite_ops(path)
         if problem:
             return fail("failed_validation", problem)
     try:
@@ -190,10 +202,15 @@ def _bench_one(name, path, fmt, runtime, threads, data, memory, state, is_baseli
     memory.start()
     start = time.perf_counter()
     try:
-        rt.load()
+        rt.load()  # a model needing ops LiteRT lacks raises UnsupportedOpsError naming them
         row.load_s = round(time.perf_counter() - start, 4)
-        row.input, row.output = rt.input_spec.to_dict(), rt.output_spec.to_dict()
-        contract, row.contract_source = artifact_contract(path, rt.input_spec)
+        inputs, outputs = rt.inputs, rt.outputs
+        row.inputs, row.outputs = [t.to_dict() for t in inputs], [t.to_dict() for t in outputs]
+        row.input = row.inputs[0] if row.inputs else None
+        primary = primary_output(outputs) or (outputs[0] if outputs else None)
+        row.output = primary.to_dict() if primary is not None else None
+        contract, row.contract_source = find_contract(path, inputs)
+        row.task, why = task_of(contract, row.contract_source, outputs)
     except RuntimeUnavailable as exc:
         return fail("unavailable", str(exc))
     except Exception as exc:  # any load failure is a row, not a crash
@@ -201,43 +218,40 @@ def _bench_one(name, path, fmt, runtime, threads, data, memory, state, is_baseli
     finally:
         row.options = rt.describe()
     try:
-        x = data.inputs(contract) if data is not None else _probe(contract)
-        outputs = rt.predict(x)
-        problem = _output_problem(outputs, len(x), state["outputs"])
-        if problem:
-            return fail("failed_validation", problem)
-        if state["outputs"] is not None and state["outputs"].shape == outputs.shape:
-            row.agreement = float(np.mean(outputs.argmax(-1) == state["outputs"].argmax(-1)))
-        if data is not None:
-            acc = float(np.mean(outputs.argmax(-1) == data.labels))
-            base = state["metric"]
-            same_images = state["row"] is not None and state["row"]["n"] == len(x)
-            row.metric = {
-                "name": "accuracy",
-                "value": acc,
-                "delta_vs_baseline": acc - base if base is not None and same_images else None,
-                "n": int(len(x)),
-            }
-        row.latency, row.latency_samples_ms = _batch1_latency(rt, x, settings)
-        row.throughput = _throughput(rt, x, settings)
+        feeds, scored_data = _feeds(rt, contract, data)
+        n = len(next(iter(feeds.values())))
+        outputs = rt.run(feeds)
+        score = score_outputs(row.task, outputs, n, scored_data, state["baseline"], why)
+        if score.problem:
+            return fail("failed_validation", score.problem)
+        row.metric, row.agreement, row.not_done = score.metric, score.agreement, score.not_done
+        fixed = fixed_batch(inputs)
+        timing = inference_timing(
+            rt.run, feeds, warmup=settings["warmup"], runs=settings["runs"],
+            batch_size=fixed or settings["batch_size"], throughput_runs=settings["throughput_runs"],
+        )  # fmt: skip
+        row.latency, row.latency_samples_ms = timing["latency"], timing["samples_ms"]
+        row.throughput = timing["throughput"]
         row.memory = memory.stop()
     except Exception as exc:  # a runtime that loads but cannot run is a row too
-        return fail("failed_run", short_reason(exc))
+        return fail("failed_run", _ops_hint(row.ops) + short_reason(exc))
     finally:
         row.options = rt.describe()
         rt.close()
     if is_baseline and state["row"] is None:
-        state["outputs"] = outputs
-        state["metric"] = row.metric["value"] if row.metric else None
-        state["row"] = {
-            "artifact": name,
-            "runtime": runtime,
-            "metric": state["metric"],
-            "n": int(len(outputs)),
+        metric = row.metric["value"] if row.metric else None
+        state["baseline"] = {
+            "task": row.task,
+            "reference": score.reference,
+            "metric": metric,
+            "n": n,
         }
+        state["row"] = {"artifact": name, "runtime": runtime, "metric": metric, "n": int(n)}
         if row.metric:
             row.metric["delta_vs_baseline"] = 0.0
-        row.agreement = 1.0
+        if score.reference is not None:  # the baseline agrees with itself
+            row.agreement = 1.0
+            row.not_done.pop("agreement", None)
     min_agreement = settings["min_agreement"]
     if (
         min_agreement is not None
@@ -255,68 +269,28 @@ def _bench_one(name, path, fmt, runtime, threads, data, memory, state, is_baseli
     return row
 
 
-def _batch1_latency(rt, x, settings) -> tuple[dict, list]:
-    """Batch-1 timing loop (as ``measure_latency``) keeping every sample for distributions."""
-    from kvision.evaluate import latency_stats
-
-    one = x[:1]
-    for _ in range(settings["warmup"]):
-        rt.predict(one)
-    times = np.empty(settings["runs"], dtype=np.int64)
-    clock = time.perf_counter_ns
-    for i in range(settings["runs"]):
-        t0 = clock()
-        rt.predict(one)
-        times[i] = clock() - t0
-    stats = latency_stats(times, settings["warmup"])
-    stats["batch_size"] = 1
-    return stats, [round(t / 1e6, 5) for t in times.tolist()]
+def _feeds(rt, contract, data) -> tuple[dict, object]:
+    """``(feeds, data scored)``: the dataset's images for a one-image-input artifact with a
+    contract, else probe inputs in each input's own domain (nothing to score)."""
+    inputs = rt.inputs
+    if data is not None and contract is not None and len(inputs) == 1:
+        return {inputs[0].name: data.inputs(contract)}, data
+    return probe_feeds(inputs, _PROBE_N, contract), None
 
 
-def _throughput(rt, x, settings) -> dict:
-    from kvision.evaluate import measure_latency
-
-    b = settings["batch_size"]
-    fixed = rt.input_spec.shape[0]
-    if fixed is not None:  # a fixed-batch artifact is timed at its own batch size
-        b = int(fixed)
-    stats = measure_latency(
-        rt.predict, x, warmup=2, runs=settings["throughput_runs"], batch_sizes=[b]
-    )["by_batch_size"][0]
-    return {
-        "batch_size": b,
-        "p50_ms": stats["p50_ms"],
-        "images_per_s": stats["images_per_s"],
-    }
-
-
-def _output_problem(outputs: np.ndarray, n: int, reference) -> str:
-    if outputs.ndim != 2 or len(outputs) != n:
-        return f"output shape {list(outputs.shape)}; expected [{n}, num_classes]"
-    if not np.all(np.isfinite(outputs)):
-        return "outputs contain NaN or Inf"
-    if reference is not None and reference.shape[1:] != outputs.shape[1:]:
-        return f"{outputs.shape[1]} outputs per image; the baseline has {reference.shape[1]}"
-    return ""
-
-
-def _op_problem(path) -> str:
-    from kvision.export.litert import split_ops, tflite_op_names
-
+def _tflite_ops(path) -> tuple[list | None, str]:
+    """``(op names, "")``, or ``(None, why)`` for a file that is not a readable flatbuffer."""
     try:
-        flex, custom = split_ops(tflite_op_names(path))
+        return tflite_op_names(path), ""
     except ValueError as exc:
-        return str(exc)
-    if flex or custom:
-        return f"needs non-builtin ops (Flex {flex}, custom {custom}); only builtin ops run here"
-    return ""
+        return None, str(exc)
 
 
-def _probe(contract) -> np.ndarray:
-    """A deterministic batch of pixel noise in the contract's scale (no dataset given)."""
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, size=(_PROBE_N, *contract.shape), dtype=np.uint8)
-    return contract.normalize(pixels)
+def _ops_hint(ops) -> str:
+    flex, custom = split_ops(ops or [])
+    if not flex and not custom:
+        return ""
+    return f"uses {describe_non_builtin(flex, custom)}; "
 
 
 def _normalize_artifacts(artifacts) -> list[tuple[str, Path, str]]:

@@ -24,12 +24,20 @@ Schema (``BENCHMARK_SCHEMA_VERSION`` 1)::
       reason         str   why, when status != "ok" ("" otherwise)
       size_mb        float  on-disk size (a SavedModel: the version folder)
       gzip_mb        float  gzip -9 size (a folder: of a deterministic tar)
-      input          {name, shape, dtype, scale, zero_point} | null   (read from the artifact)
-      output         same, for the output | null
-      contract_source  "file" (contract.json beside the artifact) | "derived" | null
+      input          {name, shape, dtype, scale, zero_point} | null   the first input
+      output         same, for the primary output (the only one, else "probabilities") | null
+      inputs         [{name, shape, dtype, scale, zero_point}]   every input (read from the
+                     artifact; names are what the runtime is fed by)
+      outputs        same, every output
+      ops            [str] | null   op names of a .tflite (null for other formats)
+      task           str | null   "classification", a contract's task, or null (unknown)
+      contract_source  "file" (contract.json beside the artifact) | "derived" | null (none:
+                     several inputs, or an input that is not an image)
       metric         {name: "accuracy", value, delta_vs_baseline, n} | null
                      (delta_vs_baseline: null unless the baseline scored the same n images)
       agreement      float | null   top-1 agreement with the baseline row's outputs
+      not_done       {check: reason}   checks not done and why ("metric", "agreement"), e.g.
+                     {"metric": "no task known: ..."}; a check listed here has no number
       latency        batch-1 stats from kvision.evaluate.latency_stats: {p50_ms, p90_ms,
                      p99_ms, mean_ms, min_ms, max_ms, std_ms, runs, warmup} | null
       latency_samples_ms  [float]  every timed batch-1 call (for distributions)
@@ -88,6 +96,11 @@ class BenchmarkRow:
     load_s: float | None = None
     memory: dict | None = None
     options: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+    ops: list | None = None
+    task: str | None = None
+    not_done: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.status not in STATUSES:

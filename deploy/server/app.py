@@ -5,6 +5,7 @@ Routes (as TF Serving's, plus health and metrics)::
     GET  /v1/models/{m}[/versions/{v}|/labels/{l}]            model status
     GET  /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata   signature_def (+ "kvision" extras)
     POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict    {"instances"|"inputs": ...}
+                              -> {"predictions"|"outputs": ...}, every named output
     GET  /healthz                                             {"status": "ok", "models": {...}}
     GET  /metrics                                             Prometheus text format
 
@@ -12,7 +13,8 @@ Every failure is ``{"error": "..."}`` with a 4xx code for client mistakes (400 b
 shape, 404 unknown model / version / label / route, 405 wrong method, 413 body too large) and
 500 for a runtime failure; the process never dies on a request. Inference runs in a worker
 thread through each version's runtime pool (never two threads on one interpreter), optionally
-through a :class:`DynamicBatcher`.
+through a :class:`DynamicBatcher`. A model with several inputs takes them by name and one with
+several outputs answers them all by name (``deploy.server.codec``).
 
 Example:
     >>> store = ModelStore(); store.add("fashion", "tflite_models/classifier_float32.tflite")
@@ -27,7 +29,13 @@ from __future__ import annotations
 import re
 import time
 
-from deploy.server.codec import MAX_INSTANCES, SIGNATURE, BadRequest, decode_predict
+from deploy.server.codec import (
+    MAX_INSTANCES,
+    SIGNATURE,
+    BadRequest,
+    decode_request,
+    encode_predict,
+)
 from deploy.server.metrics import Metrics
 from deploy.server.store import ModelStore, NotFound
 
@@ -74,7 +82,7 @@ def create_app(
         for name, versions in store.models.items():
             for v, served in versions.items():
                 batchers[(name, v)] = DynamicBatcher(
-                    served.predict,
+                    served.run,
                     int(batching.get("max_batch_size", 32)),
                     float(batching.get("timeout_ms", 2.0)),
                     on_batch=lambda n, name=name: metrics.observe_batch(name, n),
@@ -108,20 +116,21 @@ def create_app(
             if endpoint == "metadata":
                 return JSONResponse(_metadata(served))
             body = await _read_body(request, max_body_bytes)
-            x, columnar = decode_predict(
-                body, served.input_spec, served.contract, SIGNATURE, max_instances
+            feeds, columnar = decode_request(
+                body, served.inputs, served.contract, SIGNATURE, max_instances
             )
+            n = len(next(iter(feeds.values())))
             batcher = batchers.get((served.model, served.version))
             if batcher is not None:
-                y = await batcher.submit(x)
+                y = await batcher.submit(feeds)
             else:
                 from starlette.concurrency import run_in_threadpool
 
-                metrics.observe_batch(served.model, len(x))
-                y = await run_in_threadpool(served.predict, x)
-            metrics.observe_predict(served.model, served.version, len(x))
-            key = "outputs" if columnar else "predictions"
-            return JSONResponse({key: y.tolist()})
+                metrics.observe_batch(served.model, n)
+                y = await run_in_threadpool(served.run, feeds)
+            metrics.observe_predict(served.model, served.version, n)
+            names = [o.name for o in served.outputs]
+            return JSONResponse(encode_predict(y, names, n, columnar))
         except HTTPError as exc:
             code, message = exc.code, exc.message
         except BadRequest as exc:
@@ -217,6 +226,22 @@ def _tensor(info, dtype=None) -> dict:
     }
 
 
+def _rest_dtype(served, info) -> str:
+    """The dtype a REST client sends for input ``info``: ``DT_FLOAT`` for model-scale numbers,
+    the integer type for a raw integer input (no quantization parameters)."""
+    from kvision.models.contract import input_domain
+
+    if served.contract is not None:
+        raw = served.contract.input_domain if served.contract.raw_input else None
+    else:
+        try:
+            domain = input_domain(info.dtype, info.quantized)
+        except ValueError:
+            return _DTYPES.get(info.dtype, "DT_STRING")
+        raw = None if domain == "float" else domain
+    return _DTYPES.get(raw, "DT_INT32") if raw else "DT_FLOAT"
+
+
 def _metadata(served) -> dict:
     if served.signature and SIGNATURE in served.signature:
         sig = served.signature[SIGNATURE]
@@ -237,13 +262,11 @@ def _metadata(served) -> dict:
             "outputs": {k: conv(v) for k, v in sig["outputs"].items()},
             "method_name": sig["method_name"],
         }
-    else:  # a .tflite / .keras: the REST inputs are float32 in model scale, quantized inside;
+    else:  # a .tflite / .keras: the REST inputs are numbers in model scale, quantized inside;
         # raw integer pixels (whole numbers 0..255) for an integer input without quantization
-        raw = served.contract.input_domain if served.contract.raw_input else None
-        in_dtype = _DTYPES.get(raw, "DT_INT32") if raw else "DT_FLOAT"
         sig_def = {
-            "inputs": {served.input_spec.name: _tensor(served.input_spec, in_dtype)},
-            "outputs": {served.output_spec.name: _tensor(served.output_spec, "DT_FLOAT")},
+            "inputs": {i.name: _tensor(i, _rest_dtype(served, i)) for i in served.inputs},
+            "outputs": {o.name: _tensor(o, "DT_FLOAT") for o in served.outputs},
             "method_name": "tensorflow/serving/predict",
         }
     return {
@@ -253,7 +276,9 @@ def _metadata(served) -> dict:
             "format": served.format,
             "runtime": served.runtime.describe(),
             "artifact_input": served.input_spec.to_dict(),
-            "contract": served.contract.to_dict(),
+            "artifact_inputs": [i.to_dict() for i in served.inputs],
+            "artifact_outputs": [o.to_dict() for o in served.outputs],
+            "contract": served.contract.to_dict() if served.contract is not None else None,
             "contract_source": served.contract_source,
             "labels": served.labels,
         },

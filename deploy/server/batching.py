@@ -2,8 +2,10 @@
 
 Requests wait at most ``timeout_ms`` for others to join, up to ``max_batch_size`` images; the
 merged batch runs in a worker thread (through the version's runtime pool) and each request gets
-its own rows back. A request larger than ``max_batch_size`` runs alone. An error fails every
-request of that batch with the same message.
+its own rows back. Inputs and outputs are arrays or dicts of named arrays (a multi-input,
+multi-output model), merged and split along axis 0; an output without a row per input row
+fails the batch instead of being split wrongly. A request larger than ``max_batch_size`` runs
+alone. An error fails every request of that batch with the same message.
 
 Example:
     >>> batcher = DynamicBatcher(served.predict, max_batch_size=16, timeout_ms=2)
@@ -23,7 +25,8 @@ class DynamicBatcher:
     """Merge concurrent calls of ``fn(x) -> y`` (row-aligned) into batches.
 
     Args:
-        fn: blocking function on ``[N, ...]`` arrays (e.g. ``ServedVersion.predict``).
+        fn: blocking function on ``[N, ...]`` arrays or dicts of them (e.g.
+            ``ServedVersion.run``).
         max_batch_size: most images per merged call (default 32).
         timeout_ms: longest wait for a batch to fill, in milliseconds (default 2).
         on_batch: optional callback ``on_batch(n_images)`` (metrics).
@@ -48,13 +51,13 @@ class DynamicBatcher:
         self._loop = None
         self._task = None
 
-    async def submit(self, x: np.ndarray) -> np.ndarray:
-        """Queue ``x`` and wait for its rows of the merged result."""
+    async def submit(self, x):
+        """Queue ``x`` (an array or a dict of arrays) and wait for its rows of the result."""
         from starlette.concurrency import run_in_threadpool
 
-        if len(x) >= self.max_batch_size:
+        if _rows(x) >= self.max_batch_size:
             if self.on_batch:
-                self.on_batch(len(x))
+                self.on_batch(_rows(x))
             return await run_in_threadpool(self.fn, x)
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._task is None or self._task.done():
@@ -70,7 +73,7 @@ class DynamicBatcher:
         queue = self._queue
         while True:
             first = await queue.get()
-            items, rows = [first], len(first[0])
+            items, rows = [first], _rows(first[0])
             deadline = asyncio.get_running_loop().time() + self.timeout
             while rows < self.max_batch_size:
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -80,21 +83,23 @@ class DynamicBatcher:
                     item = await asyncio.wait_for(queue.get(), remaining)
                 except TimeoutError:
                     break
-                if rows + len(item[0]) > self.max_batch_size:
+                if rows + _rows(item[0]) > self.max_batch_size:
                     await self._run(run_in_threadpool, items)
-                    items, rows = [item], len(item[0])
+                    items, rows = [item], _rows(item[0])
                     deadline = asyncio.get_running_loop().time() + self.timeout
                     continue
                 items.append(item)
-                rows += len(item[0])
+                rows += _rows(item[0])
             await self._run(run_in_threadpool, items)
 
     async def _run(self, run_in_threadpool, items) -> None:
-        xs = np.concatenate([x for x, _ in items])
+        xs = _concat([x for x, _ in items])
+        n = _rows(xs)
         if self.on_batch:
-            self.on_batch(len(xs))
+            self.on_batch(n)
         try:
             y = await run_in_threadpool(self.fn, xs)
+            _check_rows(y, n)
         except Exception as exc:  # every waiting request gets the error
             for _, fut in items:
                 if not fut.done():
@@ -103,5 +108,31 @@ class DynamicBatcher:
         start = 0
         for x, fut in items:
             if not fut.done():
-                fut.set_result(y[start : start + len(x)])
-            start += len(x)
+                fut.set_result(_slice(y, start, start + _rows(x)))
+            start += _rows(x)
+
+
+def _rows(x) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def _concat(xs: list):
+    if isinstance(xs[0], dict):
+        return {k: np.concatenate([x[k] for x in xs]) for k in xs[0]}
+    return np.concatenate(xs)
+
+
+def _slice(y, start: int, stop: int):
+    if isinstance(y, dict):
+        return {k: v[start:stop] for k, v in y.items()}
+    return y[start:stop]
+
+
+def _check_rows(y, n: int) -> None:
+    for name, v in y.items() if isinstance(y, dict) else [("output", y)]:
+        v = np.asarray(v)
+        if v.ndim == 0 or len(v) != n:
+            raise InputValueError(
+                f"Output {name!r} has shape {list(v.shape)}, not one row per input row ({n}): "
+                "dynamic batching cannot split it; serve this model without --batch-max-size."
+            )

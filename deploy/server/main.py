@@ -30,7 +30,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         action="append",
         required=True,
         metavar="NAME=PATH",
-        help="model to serve (repeatable): .tflite, .keras/.h5, a SavedModel version folder, "
+        help="model to serve (repeatable): .tflite, .keras/.h5/.hdf5, a SavedModel version folder, "
         "or a SavedModel model folder with numeric versions",
     )
     p.add_argument(

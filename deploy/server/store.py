@@ -3,12 +3,18 @@
 Each served version owns a :class:`RuntimePool` of ``instances`` loaded runtimes; a request
 checks one out, runs it and puts it back, so an interpreter is never invoked by two threads at
 once (``instances=1`` is a plain lock), while ``instances=N`` lets N requests run in parallel.
+A version has any number of named inputs and outputs (``ServedVersion.inputs`` / ``outputs``;
+``run(feeds)`` returns every output by name); an input contract only when it has one image
+input (``contract`` is ``None`` otherwise: numbers only, each in its tensor's domain).
 
 Example:
     >>> store = ModelStore()
     >>> store.add("fashion", "tflite_models/classifier_int8.tflite")
     >>> store.resolve("fashion").predict(x).shape
     (4, 10)
+    >>> store.add("faces", "face_detector.tflite")
+    >>> sorted(store.resolve("faces").run({"image": x}))
+    ['boxes', 'scores']
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.runtimes import (
-    TensorInfo,
-    artifact_contract,
-    detect_format,
-    open_runtime,
-)
 from kvision.errors import InputValueError
+from kvision.runtime import (
+    TensorInfo,
+    detect_format,
+    find_contract,
+    open_runtime,
+    primary_output,
+)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -59,12 +66,17 @@ class RuntimePool:
         self._count_lock = threading.Lock()
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        """``predict(x)`` on a free runtime (one input, the primary output)."""
+        return self.call(lambda rt: rt.predict(x))
+
+    def call(self, fn):
+        """``fn(runtime)`` on a free runtime, which no other thread uses meanwhile."""
         rt = self._free.get()
         with self._count_lock:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
-            return rt.predict(x)
+            return fn(rt)
         finally:
             with self._count_lock:
                 self.active -= 1
@@ -77,7 +89,12 @@ class RuntimePool:
 
 @dataclass
 class ServedVersion:
-    """One loaded version of a served model."""
+    """One loaded version of a served model.
+
+    ``input_spec`` / ``output_spec`` are the first input and the primary output (the only ones
+    of a one-input, one-output model); ``inputs`` / ``outputs`` list every tensor (default:
+    those two). ``contract`` is ``None`` for a model without one image input.
+    """
 
     model: str
     version: int
@@ -85,10 +102,16 @@ class ServedVersion:
     format: str
     pool: RuntimePool
     contract: object
-    contract_source: str
+    contract_source: str | None
     input_spec: TensorInfo
     output_spec: TensorInfo
     signature: dict = field(default_factory=dict)
+    inputs: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.inputs = list(self.inputs) or [self.input_spec]
+        self.outputs = list(self.outputs) or [self.output_spec]
 
     @property
     def runtime(self):
@@ -96,13 +119,29 @@ class ServedVersion:
 
     @property
     def labels(self) -> list[str]:
-        n = self.output_spec.shape[-1] if self.output_spec.shape else None
-        if self.contract.labels:
+        if self.contract is not None and self.contract.labels:
             return list(self.contract.labels)
+        if len(self.outputs) != 1:
+            return []
+        n = self.output_spec.shape[-1] if self.output_spec.shape else None
         return [str(i) for i in range(n)] if isinstance(n, int) else []
 
+    def run(self, feeds) -> dict[str, np.ndarray]:
+        """Every output by name for ``feeds`` (``{input name: array}``, or one array)."""
+        return self.pool.call(lambda rt: _run(rt, feeds, self))
+
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.pool.run(x)
+        """The primary output for the one input ``x``."""
+        return self.run(x)[self.output_spec.name]
+
+
+def _run(rt, feeds, served) -> dict:
+    """``rt.run(feeds)``; a runtime object with only ``predict`` (one input, one output) too."""
+    if hasattr(rt, "run"):
+        return rt.run(feeds)
+    if isinstance(feeds, dict):
+        feeds = feeds[served.input_spec.name]
+    return {served.output_spec.name: rt.predict(feeds)}
 
 
 class ModelStore:
@@ -125,9 +164,9 @@ class ModelStore:
 
         Args:
             name: model name in URLs.
-            path: ``.tflite``, ``.keras`` / ``.h5``, a SavedModel version folder, or a SavedModel
-                model folder with numeric versions (every version is served; the highest is
-                the default, as in TF Serving).
+            path: ``.tflite``, ``.keras`` / ``.h5`` / ``.hdf5``, a SavedModel version folder,
+                or a SavedModel model folder with numeric versions (every version is served;
+                the highest is the default, as in TF Serving).
             version: version number for a single artifact (default: the folder's number, else 1).
             runtime: runtime name (default ``"auto"``: the format's first runtime).
             threads: threads per runtime (runtimes that take one).
@@ -200,14 +239,19 @@ class ModelStore:
 
     def _load(self, name, version, path, fmt, runtime, threads, instances) -> ServedVersion:
         pool = RuntimePool(lambda: open_runtime(path, runtime, threads), instances)
-        rt = pool.runtimes[0]
-        contract, source = artifact_contract(path, rt.input_spec)
-        signature = {}
-        if fmt == "saved_model":
-            from deploy.runtimes import saved_model_version_dir
-            from deploy.serving.signature import read_signature_defs
+        try:
+            rt = pool.runtimes[0]
+            inputs, outputs = rt.inputs, rt.outputs
+            contract, source = find_contract(path, inputs)
+            signature = {}
+            if fmt == "saved_model":
+                from deploy.serving.signature import read_signature_defs
+                from kvision.runtime import saved_model_version_dir
 
-            signature = read_signature_defs(saved_model_version_dir(path))
+                signature = read_signature_defs(saved_model_version_dir(path))
+        except BaseException:
+            pool.close()
+            raise
         return ServedVersion(
             name,
             version,
@@ -216,7 +260,9 @@ class ModelStore:
             pool,
             contract,
             source,
-            rt.input_spec,
-            rt.output_spec,
+            inputs[0],
+            primary_output(outputs) or outputs[0],
             signature,
+            inputs,
+            outputs,
         )

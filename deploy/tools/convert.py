@@ -1,11 +1,16 @@
 #!/usr/bin/env python
-"""Convert a SavedModel / ``.keras`` / ``.h5`` classifier into TFLite variants, verified.
+"""Convert a SavedModel / ``.keras`` / ``.h5`` / ``.hdf5`` model into TFLite variants, verified.
 
 Every variant goes through ``kvision.export.converter.convert_tflite`` (the one converter user)
-and is then reloaded with LiteRT and compared with the source model by
-``kvision.export.verify.verify_artifact`` (builtin ops only, dtypes, |diff|, top-1 agreement)
-with the per-variant tolerances of :data:`TOLERANCES`. A SavedModel (kvision's or anyone's with
-one image input) is wrapped in a tf_keras model around its serving signature.
+and is then reloaded with LiteRT and compared with the source model. A one-output classifier is
+verified by ``kvision.export.verify.verify_artifact`` (builtin ops only, dtypes, |diff|, top-1
+agreement) with the per-variant tolerances of :data:`TOLERANCES`; any other model (several
+outputs, e.g. a detector's ``boxes`` and ``scores``) output by output by
+``deploy.tools.output_parity.verify_outputs`` with the tolerances of its
+``OUTPUT_TOLERANCES`` (per-output max |diff|), and a failure names the output. A SavedModel
+(kvision's or anyone's with one image input) is wrapped in a tf_keras model around its serving
+signature, keeping every output under its signature key. Sources with several inputs are
+refused with the inputs named (the converter and calibration take one image input).
 
 The source's input contract decides what both sides are fed (``kvision.models.contract``): a
 source whose integer input has no quantization parameters (a ``uint8`` SavedModel or Keras
@@ -52,7 +57,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p = parser or argparse.ArgumentParser(
         prog="kvision convert", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--model", required=True, help="SavedModel folder, .keras or .h5 file")
+    p.add_argument("--model", required=True, help="SavedModel folder, .keras/.h5/.hdf5 file")
     p.add_argument(
         "--variant",
         nargs="+",
@@ -95,9 +100,15 @@ def run_from_args(args) -> int:
         return user_error_status("convert", exc)
     for a in report["artifacts"]:
         c = a["checks"]
+        if c.get("outputs"):  # per output: max |diff| / tolerance
+            diffs = "  ".join(
+                f"{k} max|diff| {_f(v['max_abs_diff'])}/{_f(v['tolerance'])}"
+                for k, v in c["outputs"].items()
+            )
+        else:
+            diffs = f"max|diff| {_f(c.get('max_abs_diff'))}  top-1 {_f(c.get('top1_agreement'))}"
         print(
-            f"{a['status']:7s} {a['name']:24s} {a['size_bytes'] / 1e3:8.1f} KB  "
-            f"max|diff| {_f(c.get('max_abs_diff'))}  top-1 {_f(c.get('top1_agreement'))}  "
+            f"{a['status']:7s} {a['name']:24s} {a['size_bytes'] / 1e3:8.1f} KB  {diffs}  "
             f"{a['path']}  {a['reason']}"
         )
     return 0 if all(a["status"] == "ok" for a in report["artifacts"]) else 1
@@ -114,11 +125,35 @@ def convert(
 ) -> dict:
     """Convert ``model_path`` to each variant in ``out_dir``, verify, write the report.
 
+    Args:
+        model_path: SavedModel folder, ``.keras`` / ``.h5`` / ``.hdf5`` file.
+        variants: variant names (``kvision.export.converter.VARIANTS``).
+        out_dir: output folder.
+        name: file prefix (default: the model's stem / folder name).
+        calibration: image folder for calibration and verification (default ``None``: 32
+            seeded pixel-noise images in the source's domain verify; calibrating variants
+            then refuse).
+        samples: calibration images used (default 200).
+        overwrite: replace existing files (default False).
+
     Returns:
-        ``{"model": str, "calibration": str | None, "artifacts": [Artifact.to_dict(), ...]}``.
+        ``{"model": str, "calibration": str | None, "outputs": [names], "tolerances": {...},
+        "artifacts": [Artifact.to_dict(), ...]}``; a multi-output artifact's ``checks``
+        has ``outputs``: ``{name: {max_abs_diff, mean_abs_diff, tolerance, ok}}``.
+
+    Raises:
+        InputValueError: unknown variants, a calibrating variant without ``calibration``, or
+            a source with several inputs.
+
+    Example:
+        >>> report = convert("detector.keras", ["float32", "int8"], "out", calibration="imgs")
+        >>> [a["status"] for a in report["artifacts"]]
+        ['ok', 'ok']
     """
+    from deploy.tools.output_parity import OUTPUT_TOLERANCES, verify_outputs
     from kvision.export.artifact import Artifact, short_reason
     from kvision.export.converter import VARIANTS, convert_tflite
+    from kvision.export.saved_model import output_names
     from kvision.export.verify import empty_checks, verify_artifact
     from kvision.io import atomic_write_json
 
@@ -134,7 +169,16 @@ def convert(
             "calibrate activations: pass --calibration DIR (a folder of images)."
         )
     x = calibration_images(calibration, contract, samples) if calibration else _probe(contract, 32)
+    names = output_names(model)
     reference = model.predict(x, batch_size=64, verbose=0)
+    if isinstance(reference, dict):
+        reference = {str(k): v for k, v in reference.items()}
+    else:
+        reference = dict(zip(names, reference if len(names) > 1 else [reference], strict=True))
+    # a one-output classifier keeps its top-1 verification; anything else is checked per output
+    classifier = (
+        contract.task == "classification" and len(names) == 1 and reference[names[0]].ndim == 2
+    )
     prefix = name or _stem(Path(model_path))
     out = Path(out_dir)
     artifacts = []
@@ -155,6 +199,9 @@ def convert(
             checks = empty_checks()
             artifacts.append(Artifact.failed(variant, "tflite", path, short_reason(exc), checks))
             continue
+        if not classifier:
+            artifacts.append(verify_outputs(path, variant, x, reference, name=variant))
+            continue
         atol, agreement = TOLERANCES[variant]
         artifacts.append(
             verify_artifact(
@@ -164,15 +211,17 @@ def convert(
                 x,
                 atol=atol,
                 name=variant,
-                reference=reference,
+                reference=reference[names[0]],
                 min_top1_agreement=agreement,
             )
         )
+    table = TOLERANCES if classifier else OUTPUT_TOLERANCES
     report = {
         "model": str(model_path),
         "calibration": str(calibration) if calibration else None,
         "n_samples": int(len(x)),
-        "tolerances": {v: list(TOLERANCES[v]) for v in variants},
+        "outputs": names,
+        "tolerances": {v: list(table[v]) for v in variants},
         "contract": contract.to_dict(),
         "artifacts": [a.to_dict() for a in artifacts],
     }
@@ -181,42 +230,77 @@ def convert(
 
 
 def load_source_model(path):
-    """``(tf_keras model, InputContract)`` for a ``.keras`` / ``.h5`` file or a SavedModel.
+    """``(tf_keras model, InputContract)`` for a ``.keras`` / ``.h5`` / ``.hdf5`` file or a
+    SavedModel with one image input.
 
     The contract is the one saved with the model (checked against its input tensor), else
     derived from the input tensor (``InputContract.for_tensor``: raw ``uint8`` pixels for an
-    integer input without quantization).
+    integer input without quantization). A SavedModel's outputs keep their signature keys as
+    the model's output names.
+
+    Raises:
+        InputValueError: not a SavedModel / Keras file, or a model with several inputs.
     """
-    from deploy.runtimes import artifact_contract, detect_format, open_runtime
     from kvision._keras import load_model
-    from kvision.models.contract import InputContract, attach_contract
+    from kvision.models.contract import attach_contract
+    from kvision.runtime import artifact_contract, detect_format, open_runtime
 
     p = Path(path)
     fmt = detect_format(p)
     if fmt == "keras":
         model = load_model(p)
-        contract = InputContract.for_model_file(p, model)
+        _one_input(p, list(model.input_names))
+        contract = _keras_contract(p, model)
     elif fmt == "saved_model":
         with open_runtime(p, "tf_cpu") as rt:
-            spec, out_spec = rt.input_spec, rt.output_spec
-        contract, _ = artifact_contract(p, spec)
-        if not contract.labels and isinstance(out_spec.shape[-1], int):
-            contract.labels = [str(i) for i in range(out_spec.shape[-1])]
-        model = _wrap_saved_model(p, spec, out_spec, contract)
+            inputs, outputs = rt.inputs, rt.outputs
+        _one_input(p, [i.name for i in inputs])
+        contract, _ = artifact_contract(p, inputs[0])
+        n = outputs[0].shape[-1] if len(outputs) == 1 and outputs[0].shape else None
+        if not contract.labels and isinstance(n, int):
+            contract.labels = [str(i) for i in range(n)]
+        model = _wrap_saved_model(p, inputs[0], [o.name for o in outputs], contract)
     else:
         raise InputValueError(
-            f"--model should be a SavedModel, .keras or .h5. Received: {p} ({fmt})"
+            f"--model should be a SavedModel, .keras, .h5 or .hdf5. Received: {p} ({fmt})"
         )
     attach_contract(model, contract)
     return model, contract
 
 
-def _wrap_saved_model(path, spec, out_spec, contract):
-    """A tf_keras model whose one layer calls the SavedModel's serving signature."""
+def _keras_contract(path, model):
+    """The contract saved with a Keras file, checked against its input, else derived from the
+    input tensor (``InputContract.for_model_file`` for one output; with several outputs there
+    are no class labels to derive)."""
+    from kvision.models.contract import InputContract, model_input_dtype
+
+    if len(model.outputs) == 1:
+        return InputContract.for_model_file(path, model)
+    try:
+        contract = InputContract.find(path)
+    except FileNotFoundError:
+        return InputContract.for_tensor(
+            model.input_shape, model_input_dtype(model), where=str(path)
+        )
+    contract.check_tensor(model_input_dtype(model), where=str(path))
+    return contract
+
+
+def _one_input(path, names: list[str]) -> None:
+    if len(names) != 1:
+        raise InputValueError(
+            f"kvision convert takes a model with one image input; {path} has inputs {names}. "
+            "Convert it with tf.lite.TFLiteConverter, then benchmark or serve the .tflite."
+        )
+
+
+def _wrap_saved_model(path, spec, out_names: list[str], contract):
+    """A tf_keras model whose one layer calls the SavedModel's serving signature; several
+    outputs become the model's outputs, named by their signature keys."""
     import tensorflow as tf
 
-    from deploy.runtimes import saved_model_version_dir
     from kvision._keras import keras
+    from kvision.runtime import saved_model_version_dir
 
     folder = str(saved_model_version_dir(path))
 
@@ -228,10 +312,17 @@ def _wrap_saved_model(path, spec, out_spec, contract):
             self.fn = sigs.get("serving_default") or next(iter(sigs.values()))
 
         def call(self, x):  # x holds whole pixel values when spec is an integer input
-            return self.fn(**{spec.name: tf.cast(x, spec.dtype)})[out_spec.name]
+            out = self.fn(**{spec.name: tf.cast(x, spec.dtype)})
+            return [out[k] for k in out_names] if len(out_names) > 1 else out[out_names[0]]
 
-    inp = keras.Input(contract.shape, name="images")
-    return keras.Model(inp, SavedModelLayer(name="saved_model")(inp))
+    inp = keras.Input(contract.shape, name="kvision_source_input")
+    y = SavedModelLayer(name="saved_model")(inp)
+    if len(out_names) == 1:
+        return keras.Model(inp, y)
+    named = [
+        keras.layers.Activation("linear", name=k)(t) for k, t in zip(out_names, y, strict=True)
+    ]
+    return keras.Model(inp, named)
 
 
 def calibration_images(folder, contract, limit: int = 200) -> np.ndarray:

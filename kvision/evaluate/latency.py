@@ -4,6 +4,10 @@ The result is JSON-ready and is what an artifact's ``latency`` field in ``report
 
     stats = measure_latency(lambda x: interpreter_predict(x), sample, warmup=10, runs=200)
     stats["p50_ms"], stats["p90_ms"]
+
+:func:`inference_timing` is the benchmark's measurement of one runtime (batch-1 latency with
+every sample kept, then throughput at a batch size); inputs may be one array or a dict of named
+arrays (a multi-input artifact's feeds), sliced together along axis 0.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 
 from kvision.errors import InputTypeError, InputValueError
 
-__all__ = ["measure_latency", "latency_stats"]
+__all__ = ["inference_timing", "measure_latency", "latency_stats"]
 
 
 def measure_latency(
@@ -35,8 +39,9 @@ def measure_latency(
         x: the input passed to ``fn`` unchanged when ``batch_sizes`` is ``None``.
         warmup: untimed calls before timing each batch size (default 10, >= 0).
         runs: timed calls per batch size (default 100, >= 1).
-        batch_sizes: optional batch sizes to time. ``x`` is then a pool of samples along axis 0 and
-            batch ``b`` is its first ``b`` rows (repeated cyclically when the pool is smaller).
+        batch_sizes: optional batch sizes to time. ``x`` is then a pool of samples along axis 0
+            (an array, or a dict of arrays with the same number of rows) and batch ``b`` is its
+            first ``b`` rows (repeated cyclically when the pool is smaller).
 
     Returns:
         ``{"p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "std_ms", "runs",
@@ -57,15 +62,10 @@ def measure_latency(
         return _time(fn, x, warmup, runs)
 
     sizes = _check_batch_sizes(batch_sizes)
-    pool = np.asarray(x)
-    if pool.ndim < 1 or len(pool) == 0:
-        raise ValueError(
-            "`x` should be a non-empty array of samples along axis 0 when `batch_sizes` is given. "
-            f"Received: x with shape {pool.shape}"
-        )
+    pool, n = _pool(x)
     by_size = []
     for b in sizes:
-        batch = pool[np.arange(b) % len(pool)]
+        batch = _take(pool, np.arange(b) % n)
         stats = _time(fn, batch, warmup, runs)
         stats["batch_size"] = b
         stats["per_image_ms"] = stats["p50_ms"] / b
@@ -74,6 +74,91 @@ def measure_latency(
     result = {k: v for k, v in by_size[0].items() if k not in ("per_image_ms", "images_per_s")}
     result["by_batch_size"] = by_size
     return result
+
+
+def inference_timing(
+    fn: Callable,
+    x,
+    warmup: int = 10,
+    runs: int = 100,
+    batch_size: int = 32,
+    throughput_runs: int = 20,
+) -> dict:
+    """Batch-1 latency, then throughput at ``batch_size``, of ``fn`` on rows of ``x``.
+
+    Args:
+        fn: runs one inference on its argument (e.g. ``Runtime.run``) and blocks until done.
+        x: a pool of samples along axis 0: an array or a dict of named arrays (same rows).
+        warmup: untimed batch-1 calls (default 10, >= 0); throughput gets 2.
+        runs: timed batch-1 calls (default 100, >= 1).
+        batch_size: throughput batch (default 32; an artifact with a fixed batch is timed at
+            its own, which the caller passes).
+        throughput_runs: timed calls at ``batch_size`` (default 20, >= 1).
+
+    Returns:
+        ``{"latency": latency_stats(...) + {"batch_size": 1}, "samples_ms": [every batch-1
+        call in ms], "throughput": {"batch_size", "p50_ms", "images_per_s"}}``.
+
+    Example:
+        >>> t = inference_timing(rt.run, {"image": x}, warmup=1, runs=5, batch_size=4)
+        >>> t["latency"]["runs"], t["throughput"]["batch_size"]
+        (5, 4)
+    """
+    if not callable(fn):
+        raise TypeError(f"`fn` should be callable. Received: fn={fn!r}")
+    runs = _check_int(runs, "runs", minimum=1)
+    warmup = _check_int(warmup, "warmup", minimum=0)
+    pool, _ = _pool(x)
+    one = _take(pool, np.arange(1))
+    for _ in range(warmup):
+        fn(one)
+    times = np.empty(runs, dtype=np.int64)
+    clock = time.perf_counter_ns
+    for i in range(runs):
+        start = clock()
+        fn(one)
+        times[i] = clock() - start
+    latency = latency_stats(times, warmup)
+    latency["batch_size"] = 1
+    stats = measure_latency(fn, pool, warmup=2, runs=throughput_runs, batch_sizes=[batch_size])
+    best = stats["by_batch_size"][0]
+    return {
+        "latency": latency,
+        "samples_ms": [round(t / 1e6, 5) for t in times.tolist()],
+        "throughput": {
+            "batch_size": best["batch_size"],
+            "p50_ms": best["p50_ms"],
+            "images_per_s": best["images_per_s"],
+        },
+    }
+
+
+def _pool(x) -> tuple:
+    """``(pool, rows)``: an array or a dict of arrays with the same rows, non-empty."""
+    if isinstance(x, dict):
+        pool = {k: np.asarray(v) for k, v in x.items()}
+        rows = {k: (len(v) if v.ndim else 0) for k, v in pool.items()}
+        n = next(iter(rows.values()), 0)
+        if not pool or len(set(rows.values())) != 1:
+            raise InputValueError(
+                f"`x` should be a dict of arrays with the same number of rows. Received: {rows}"
+            )
+    else:
+        pool = np.asarray(x)
+        n = len(pool) if pool.ndim else 0
+    if n == 0:
+        shape = {k: v.shape for k, v in pool.items()} if isinstance(pool, dict) else pool.shape
+        raise InputValueError(
+            "`x` should be a non-empty pool of samples along axis 0 when batches are timed. "
+            f"Received: x with shape {shape}"
+        )
+    return pool, n
+
+
+def _take(pool, idx: np.ndarray):
+    if isinstance(pool, dict):
+        return {k: v[idx] for k, v in pool.items()}
+    return pool[idx]
 
 
 def latency_stats(times_ns: Sequence[int], warmup: int = 0) -> dict:

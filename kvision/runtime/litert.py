@@ -133,6 +133,15 @@ class LiteRTRuntime(Runtime):
         self.load()
         return self._interp
 
+    def tensor_index(self, name: str) -> int:
+        """The interpreter's tensor index of input or output ``name`` (as in ``inputs``)."""
+        self.load()
+        if name not in self._index:
+            raise InputValueError(
+                f"{self.path.name} has no input or output {name!r}. Found: {sorted(self._index)}"
+            )
+        return self._index[name]
+
     @property
     def uses_delegate(self) -> bool:
         """True when a delegate (XNNPACK or external) took over part of the graph."""

@@ -116,7 +116,8 @@ def decode_request(
     if not isinstance(value, dict) or set(value) != set(names):
         got = sorted(value) if isinstance(value, dict) else type(value).__name__
         raise BadRequest(
-            f"'inputs' should be an object naming the model's inputs {names}. Received: {got}"
+            f"'inputs' should be an object naming the model's inputs {sorted(names)}. "
+            f"Received: {got}"
         )
     feeds = {
         i.name: codec.column(i, value[i.name], f"inputs[{i.name!r}]", max_instances) for i in inputs
@@ -211,7 +212,8 @@ class _Codec:
         if not isinstance(item, dict) or set(item) != set(names):
             got = sorted(item) if isinstance(item, dict) else type(item).__name__
             raise BadRequest(
-                f"{where} should be an object naming the model's inputs {names}. Received: {got}"
+                f"{where} should be an object naming the model's inputs {sorted(names)}. "
+                f"Received: {got}"
             )
         return {i.name: self.value(i, item[i.name], f"{where}[{i.name!r}]") for i in self.inputs}
 

@@ -291,3 +291,29 @@ def test_convert_names_the_output_that_failed(zoo, tmp_path, capsys):
     two = ["convert", "--model", str(zoo["paths"]["two_in_keras"]), "--out", str(tmp_path)]
     assert main(two) == 2
     assert "has inputs ['image', 'meta']" in capsys.readouterr().err
+
+
+# -- package for TF Serving --------------------------------------------------------------------
+
+
+def test_warmup_records_name_every_input(zoo, tmp_path):
+    pytest.importorskip("tensorflow_serving")
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from deploy.serving import ServedModel, package_for_serving
+
+    models = [ServedModel("two", {1: zoo["paths"]["two_in_saved_model"]})]
+    package_for_serving(tmp_path, models, warmup_records=2)
+    warm = tmp_path / "two" / "1" / "assets.extra" / "tf_serving_warmup_requests"
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(str(warm))
+    ]
+    assert len(logs) == 2
+    for log in logs:
+        inputs = log.predict_log.request.inputs
+        assert sorted(inputs) == ["image", "meta"]
+        assert tf.make_ndarray(inputs["image"]).shape == (1, 12, 12, 3)
+        meta = tf.make_ndarray(inputs["meta"])
+        assert meta.shape == (1, 5) and meta.dtype == np.float32 and 0 <= meta.min() < 1

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kvision.errors import MissingDependencyError
+from kvision.errors import InputValueError, MissingDependencyError
 from kvision.io import atomic_write_text
 
 DEFAULT_IMAGE = "tensorflow/serving:2.20.0"
@@ -201,13 +201,18 @@ def write_warmup_requests(
 ) -> Path:
     """Write ``assets.extra/tf_serving_warmup_requests``: one batch-1 Predict per sample.
 
-    The input name and dtype come from the SavedModel's own serving signature.
+    Input names and dtypes come from the SavedModel's own serving signature.
 
     Args:
         version_dir: SavedModel version folder.
         model_name: the served name (goes into each request's ``model_spec``).
-        samples: model inputs ``[N, H, W, C]`` (N <= 1000), e.g. a few validation images.
+        samples: model inputs ``[N, ...]`` (N <= 1000) for a one-input signature, e.g. a few
+            validation images, or ``{input name: array [N, ...]}`` naming every input.
         signature: signature key (default ``"serving_default"``).
+
+    Raises:
+        InputValueError: samples that do not name the signature's inputs, or N out of range.
+        MissingDependencyError: tensorflow-serving-api is not installed.
     """
     import tensorflow as tf
 
@@ -220,27 +225,42 @@ def write_warmup_requests(
             f"Warm-up records need tensorflow-serving-api: {_SERVING_HINT}"
         ) from exc
     sig = read_serving_signature(version_dir, signature)
-    if len(sig["inputs"]) != 1:
-        raise ValueError(f"{version_dir}: warm-up needs a one-input signature. Found {sig}")
-    input_name, spec = next(iter(sig["inputs"].items()))
-    dtype = tf.dtypes.as_dtype(_DT[spec["dtype"]]) if spec["dtype"] in _DT else tf.float32
-    x = np.asarray(samples)
-    if x.ndim != 4 or not 0 < len(x) <= MAX_WARMUP_RECORDS:
-        raise ValueError(
-            f"`samples` should be [N, H, W, C] with 1 <= N <= {MAX_WARMUP_RECORDS}. "
-            f"Received: shape={x.shape}"
+    names = sorted(sig["inputs"])
+    if not isinstance(samples, dict):
+        if len(names) != 1:
+            raise InputValueError(
+                f"{version_dir}: the signature has inputs {names}; pass `samples` as "
+                "{name: array}."
+            )
+        samples = {names[0]: samples}
+    if sorted(samples) != names:
+        raise InputValueError(
+            f"`samples` should name the signature's inputs {names}. Received: {sorted(samples)}"
         )
+    arrays = {k: np.asarray(v) for k, v in samples.items()}
+    counts = {len(v) if v.ndim else 0 for v in arrays.values()}
+    n = counts.pop() if len(counts) == 1 else -1
+    if not 0 < n <= MAX_WARMUP_RECORDS:
+        raise InputValueError(
+            f"`samples` should hold 1 to {MAX_WARMUP_RECORDS} rows per input, the same for "
+            f"every input. Received: shapes { ({k: v.shape for k, v in arrays.items()}) }"
+        )
+    dtypes = {
+        k: tf.dtypes.as_dtype(_DT[spec["dtype"]]) if spec["dtype"] in _DT else tf.float32
+        for k, spec in sig["inputs"].items()
+    }
     path = Path(version_dir) / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tf.io.TFRecordWriter(str(tmp)) as writer:
-        for i in range(len(x)):
+        for i in range(n):
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
             )
-            request.inputs[input_name].CopyFrom(
-                tf.make_tensor_proto(x[i : i + 1].astype(dtype.as_numpy_dtype))
-            )
+            for k, x in arrays.items():
+                request.inputs[k].CopyFrom(
+                    tf.make_tensor_proto(x[i : i + 1].astype(dtypes[k].as_numpy_dtype))
+                )
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )
@@ -249,17 +269,29 @@ def write_warmup_requests(
     return path
 
 
-def _input_info(version_dir):
-    """The signature's input as a ``TensorInfo``, read from ``saved_model.pb`` (no TF graph)."""
-    from deploy.runtimes import TensorInfo
+def _input_infos(version_dir) -> list:
+    """The signature's inputs as ``TensorInfo``, read from ``saved_model.pb`` (no TF graph)."""
     from deploy.serving.signature import read_serving_signature
+    from kvision.runtime import TensorInfo
 
-    name, spec = next(iter(read_serving_signature(version_dir)["inputs"].items()))
-    shape = tuple(None if d < 0 else d for d in (spec["shape"] or []))
-    return TensorInfo(name, shape, _DT.get(spec["dtype"], "float32"))
+    infos = []
+    for name, spec in sorted(read_serving_signature(version_dir)["inputs"].items()):
+        shape = tuple(None if d < 0 else d for d in (spec["shape"] or []))
+        infos.append(TensorInfo(name, shape, _DT.get(spec["dtype"], "float32")))
+    return infos
 
 
 _DT = {"DT_FLOAT": "float32", "DT_UINT8": "uint8", "DT_INT8": "int8", "DT_HALF": "float16"}
+
+
+def _warmup_samples(version_dir, records: int, seed: int):
+    """Seeded warm-up inputs: pixel noise normalized by the contract for an image model, else
+    noise in each input's own domain (``kvision.runtime.probe_feeds``)."""
+    from kvision.runtime import find_contract, probe_feeds
+
+    inputs = _input_infos(version_dir)
+    contract, _ = find_contract(version_dir, inputs)
+    return probe_feeds(inputs, records, contract, seed=seed)
 
 
 def package_for_serving(
@@ -281,7 +313,8 @@ def package_for_serving(
         models: :class:`ServedModel` entries.
         batching: :class:`BatchingParameters` (default: the defaults; ``None`` still writes
             the file; pass ``False`` to disable batching).
-        warmup_samples: ``{model name: inputs [N, H, W, C]}`` for warm-up records (default:
+        warmup_samples: ``{model name: inputs [N, H, W, C]}`` (or ``{model name: {input name:
+            array}}`` for a model with several inputs) for warm-up records (default:
             ``warmup_records`` deterministic pixel-noise images normalized by the contract).
         warmup_records: records per version when no samples are given (default 8; 0 = none).
         image: TF Serving image for the compose file (default ``tensorflow/serving:2.20.0``).
@@ -293,8 +326,8 @@ def package_for_serving(
     Returns:
         ``{"config", "batching", "compose": Path, "versions": {name: {version: Path}}}``.
     """
-    from deploy.runtimes import artifact_contract, saved_model_version_dir
     from kvision.export.saved_model import _replace_dir
+    from kvision.runtime import saved_model_version_dir
 
     out = Path(out_dir)
     models = list(models)
@@ -316,10 +349,7 @@ def package_for_serving(
                 shutil.copytree(src, tmp, dirs_exist_ok=True)
                 samples = (warmup_samples or {}).get(m.name)
                 if samples is None and warmup_records:
-                    contract, _ = artifact_contract(tmp, _input_info(tmp))
-                    rng = np.random.default_rng(version)
-                    pixels = rng.integers(0, 256, (warmup_records, *contract.shape), np.uint8)
-                    samples = contract.normalize(pixels)
+                    samples = _warmup_samples(tmp, warmup_records, seed=version)
                 if samples is not None:
                     write_warmup_requests(tmp, m.name, samples)
                 _replace_dir(tmp, dst)

@@ -155,12 +155,17 @@ class InputContract:
         scale: multiply raw uint8 pixels by this ... (default ``1/255``)
         offset: ... then add this (default ``0``): ``x = pixels * scale + offset``.
         labels: class names, index = class id.
-        task: ``classification`` for now.
+        task: the :mod:`kvision.tasks` task that owns the outputs (``classification``,
+            ``detection``); it selects the decoding, metric and parity when an artifact is
+            loaded.
         input_domain: the values the model takes (see the module docstring): ``"float"``
             (default; model-scale floats, quantized by the runtime for int8 artifacts) or a raw
             integer dtype such as ``"uint8"`` for a model whose integer input has no
             quantization parameters. A raw domain keeps pixels as they are: ``scale`` must be 1
             and ``offset`` a whole number keeping 0..255 inside the dtype (0 for ``uint8``).
+        postprocess: the task's decoding parameters outside the graph, JSON-ready (detection:
+            anchors, box variances, score / IoU thresholds, max detections); empty for
+            classification.
     """
 
     height: int
@@ -171,6 +176,7 @@ class InputContract:
     labels: list[str] = field(default_factory=list)
     task: str = "classification"
     input_domain: str = FLOAT_DOMAIN
+    postprocess: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for name in ("height", "width"):

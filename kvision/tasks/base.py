@@ -126,6 +126,10 @@ class Task:
         """The Keras log key that selects the best checkpoint and its mode (``max``/``min``)."""
         raise NotImplementedError
 
+    def training_targets(self, dataset, train_cfg, model):
+        """Map a ``(inputs, targets)`` dataset to what the compiled loss takes (default: as is)."""
+        return dataset
+
     # -- outside the graph ---------------------------------------------------------------------
     def decode(self, outputs: dict[str, np.ndarray], contract) -> list:
         """Raw named outputs of a batch -> one prediction per image (argmax, NMS, ...)."""
@@ -192,6 +196,7 @@ def register_task(name: str):
 def _import_builtin_tasks() -> None:
     # Importing a task's module runs its @register_task decorator.
     import kvision.tasks.classification  # noqa: F401
+    import kvision.tasks.detection.task  # noqa: F401
 
 
 def list_tasks() -> list[str]:

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import tensorflow as tf
 
 from kvision import _env
 from kvision._keras import fit_verbosity, keras, require_tf_keras_model
@@ -39,10 +38,13 @@ class FitResult:
         history: metric name -> per-epoch values over the whole run (resumed epochs included).
         epochs_run: epochs trained in this call.
         resumed_from_epoch: epochs already done when this call started (``None`` for a fresh run).
-        best_epoch: 1-based epoch with the best validation accuracy.
-        best_val_accuracy: that accuracy.
+        best_epoch: 1-based epoch with the best value of the task's checkpoint monitor.
+        best_val_accuracy: the validation accuracy of that epoch (classification; ``None`` for a
+            task that monitors something else).
         checkpoint: path of the best checkpoint.
         history_csv: path of the CSV log.
+        monitor: the Keras log key that chose the best epoch (``val_accuracy``, ``val_loss``).
+        best_value: its value at the best epoch.
     """
 
     history: dict = field(default_factory=dict)
@@ -52,6 +54,8 @@ class FitResult:
     best_val_accuracy: float | None = None
     checkpoint: str = ""
     history_csv: str = ""
+    monitor: str = "val_accuracy"
+    best_value: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,14 +83,23 @@ def build_optimizer(cfg: TrainConfig, steps_per_epoch: int):
     )
 
 
-def compile_model(model, cfg: TrainConfig, steps_per_epoch: int):
-    """Compile ``model`` for classification with ``cfg``'s optimizer and loss."""
-    if cfg.label_smoothing:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-    else:
-        loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch), loss=loss, metrics=["accuracy"])
+def compile_model(model, cfg: TrainConfig, steps_per_epoch: int, task=None):
+    """Compile ``model`` with ``cfg``'s optimizer and the task's loss and metrics (default: the
+    task of the model's contract, classification when it has none)."""
+    inner = getattr(model, "inner", model)  # a _DeviceAugmentTrainer wraps the real model
+    task = task or task_of(inner)
+    num_classes = 0 if isinstance(inner.output, dict) else int(inner.output_shape[-1])
+    args = task.compile_args(cfg, num_classes)
+    model.compile(optimizer=build_optimizer(cfg, steps_per_epoch), **args)
     return model
+
+
+def task_of(model):
+    """The :class:`~kvision.tasks.Task` named by ``model``'s contract (classification if none)."""
+    from kvision.tasks import get_task
+
+    contract = getattr(model, "kvision_contract", None)
+    return get_task(getattr(contract, "task", None) or "classification")
 
 
 def class_weights_for(labels, setting, num_classes: int) -> dict | None:
@@ -181,6 +194,7 @@ def fit(
     verbose: int | str = "auto",
     device_augmenter=None,
     expected_steps: int | None = None,
+    task=None,
 ) -> FitResult:
     """Train ``model`` with Keras ``fit``; resumable, checkpointed and logged under ``run_dir``.
 
@@ -206,6 +220,9 @@ def fit(
         expected_steps: batches per epoch to size the learning-rate schedule when the dataset's
             length is unknown (image folders, whose bad files are filtered out while decoding);
             each epoch still runs until the dataset is exhausted.
+        task: the :class:`~kvision.tasks.Task` that gives the loss, the training metrics, the
+            target mapping and the checkpoint monitor (default: the task of the model's
+            contract; classification when it has none).
 
     Returns:
         A :class:`FitResult`. The model holds the weights of the last epoch; the best ones are in
@@ -225,16 +242,14 @@ def fit(
         from kvision.auto import epochs_for_steps
 
         cfg = dataclasses.replace(cfg, epochs=epochs_for_steps(steps))
-    if cfg.label_smoothing:
-        num_classes = int(model.output_shape[-1])
-        one_hot = lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), num_classes))  # noqa: E731
-        train_ds = train_ds.map(one_hot)
-        val_ds = val_ds.map(one_hot) if val_ds is not None else None
+    task = task or task_of(model)
+    train_ds = task.training_targets(train_ds, cfg, model)
+    val_ds = task.training_targets(val_ds, cfg, model) if val_ds is not None else None
     trainer = model
     if device_augmenter is not None:
         contract = getattr(model, "kvision_contract", None)
         trainer = _DeviceAugmentTrainer(model, device_augmenter, contract)
-    compile_model(trainer, cfg, steps)
+    compile_model(trainer, cfg, steps, task)
 
     history_csv = run_dir / HISTORY_CSV
     done_before = _read_history(history_csv)
@@ -246,22 +261,23 @@ def fit(
         history_csv.unlink()  # a fresh run: the old log belongs to a finished or abandoned run
         done_before = {}
 
-    monitor = "val_accuracy" if val_ds is not None else "accuracy"
-    best_so_far = max(done_before.get(monitor, []), default=None)
+    monitor, mode = task.monitor(val_ds is not None)
+    pick = max if mode == "max" else min
+    best_so_far = pick(done_before.get(monitor, []), default=None)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
     cbs = [
         keras.callbacks.BackupAndRestore(
             str(backup_dir), save_freq="epoch", delete_checkpoint=True
         ),
         _LearningRateLogger(),
-        _BestCheckpoint(model, run_dir / BEST_CHECKPOINT, monitor, best_so_far),
+        _BestCheckpoint(model, run_dir / BEST_CHECKPOINT, monitor, best_so_far, mode),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
     ]
     if cfg.early_stopping:
         cbs.append(
             keras.callbacks.EarlyStopping(
-                monitor=monitor, mode="max", patience=cfg.early_stopping, restore_best_weights=False
+                monitor=monitor, mode=mode, patience=cfg.early_stopping, restore_best_weights=False
             )
         )
     cbs.extend(callbacks)
@@ -280,15 +296,19 @@ def fit(
         backup_dir.rmdir()  # Keras empties it on success but leaves the folder
     history = _read_history(history_csv)
     values = history.get(monitor, [])
-    best_epoch = int(np.argmax(values)) + 1 if values else None
+    best = (np.argmax(values) if mode == "max" else np.argmin(values)) if values else None
+    accuracy_key = "val_accuracy" if val_ds is not None else "accuracy"
+    accuracies = history.get(accuracy_key, [])
     result = FitResult(
         history=history,
         epochs_run=len(keras_history.epoch),
         resumed_from_epoch=resumed_from,
-        best_epoch=best_epoch,
-        best_val_accuracy=float(max(values)) if values else None,
+        best_epoch=int(best) + 1 if values else None,
+        best_val_accuracy=float(accuracies[best]) if values and len(accuracies) > best else None,
         checkpoint=str(run_dir / BEST_CHECKPOINT),
         history_csv=str(history_csv),
+        monitor=monitor,
+        best_value=float(values[best]) if values else None,
     )
     atomic_write_json(run_dir / DONE_FILE, result.to_dict())
     return result
@@ -309,17 +329,20 @@ def has_backup(run_dir) -> bool:
 
 
 class _BestCheckpoint(keras.callbacks.Callback):
-    """Saves ``model`` (not the object being fit) atomically when ``monitor`` improves."""
+    """Saves ``model`` (not the object being fit) atomically when ``monitor`` improves
+    (``mode`` ``"max"``: grows; ``"min"``: shrinks)."""
 
-    def __init__(self, model, path: Path, monitor: str, best: float | None = None):
+    def __init__(self, model, path: Path, monitor: str, best: float | None = None, mode="max"):
         super().__init__()
         self.target, self.path, self.monitor = model, Path(path), monitor
-        self.best = -math.inf if best is None else best
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.best = -math.inf if best is None else self.sign * best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or not value > self.best:
+        if value is None or not self.sign * value > self.best:
             return
+        value = self.sign * value
         self.best = float(value)
         tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
         self.target.save(tmp)

@@ -92,6 +92,15 @@ class ClassificationTask(Task):
     def monitor(self, has_validation: bool) -> tuple[str, str]:
         return ("val_accuracy" if has_validation else "accuracy"), "max"
 
+    def training_targets(self, dataset, train_cfg, model):
+        """Integer labels become one-hot rows when the loss smooths labels."""
+        if not train_cfg.label_smoothing:
+            return dataset
+        import tensorflow as tf
+
+        k = int(model.output_shape[-1])
+        return dataset.map(lambda x, y, *w: (x, tf.one_hot(tf.cast(y, tf.int32), k), *w))
+
     def decode(self, outputs, contract) -> list[dict]:
         probs = _single(outputs)
         return [{"class": int(np.argmax(p)), "probabilities": p} for p in probs]

@@ -1,0 +1,225 @@
+"""The detection :class:`~kvision.tasks.base.Task`: RetinaNet-style head, focal + box loss,
+NMS outside the graph, COCO mAP through pycocotools, parity on decoded detections.
+
+The model's raw outputs are ``class_logits`` ``[B, A, C]`` and ``box_deltas`` ``[B, A, 4]``
+(anchor order of :mod:`kvision.tasks.detection.anchors`). Everything needed to decode them lives
+in the contract's ``postprocess`` dict, so an exported artifact decodes with nothing else::
+
+    {"anchors": AnchorConfig.to_dict(), "variances": [0.1, 0.1, 0.2, 0.2],
+     "score_threshold": 0.05, "iou_threshold": 0.5, "max_detections": 100}
+
+Parity (Keras vs an artifact) compares decoded detections: per image, detections with a score of
+at least ``PARITY_SCORE`` are matched greedily (same class, IoU >= 0.5, by decreasing score) and
+the agreement is ``2 * matched / (n_keras + n_artifact)`` over the sample (an F1; 1.0 when
+neither has a confident detection).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvision.tasks.base import Parity, StreamingMetric, Task, Tolerance, register_task
+from kvision.tasks.detection.heads import BOX_OUTPUT, CLASS_OUTPUT
+
+PARITY_SCORE = 0.3
+PARITY_IOU = 0.5
+DEFAULT_POSTPROCESS = {
+    "variances": [0.1, 0.1, 0.2, 0.2],
+    "score_threshold": 0.05,
+    "iou_threshold": 0.5,
+    "max_detections": 100,
+    "pre_nms_top_k": 1000,
+}
+
+
+def postprocess_options(contract) -> dict:
+    """The contract's post-processing parameters over :data:`DEFAULT_POSTPROCESS`."""
+    return {**DEFAULT_POSTPROCESS, **(getattr(contract, "postprocess", None) or {})}
+
+
+def contract_anchors(contract) -> np.ndarray:
+    """The anchors of a detector's contract: float32 ``[A, 4]`` normalized xyxy."""
+    from kvision.tasks.detection.anchors import AnchorConfig, generate_anchors
+
+    config = AnchorConfig.from_dict(postprocess_options(contract).get("anchors", {}))
+    return generate_anchors((contract.height, contract.width), config)
+
+
+def decode_batch(outputs: dict, contract, image_sizes) -> list:
+    """Raw outputs of a batch -> one ``Detections`` per image, boxes in that image's pixels.
+
+    Args:
+        outputs: ``{"class_logits": [B, A, C], "box_deltas": [B, A, 4]}``.
+        contract: the detector's contract (anchors and post-processing parameters).
+        image_sizes: ``(width, height)`` of each original image (a stretch resize is undone by
+            scaling), or one pair for all.
+    """
+    from kvision.tasks.detection.nms import postprocess
+
+    opts = postprocess_options(contract)
+    anchors = contract_anchors(contract)
+    logits = np.asarray(outputs[CLASS_OUTPUT], np.float32)
+    deltas = np.asarray(outputs[BOX_OUTPUT], np.float32)
+    sizes = list(image_sizes)
+    if len(sizes) == 2 and np.isscalar(sizes[0]):
+        sizes = [tuple(sizes)] * len(logits)
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    return [
+        postprocess(
+            probs[i],
+            deltas[i],
+            anchors,
+            image_size=sizes[i],
+            score_threshold=opts["score_threshold"],
+            iou_threshold=opts["iou_threshold"],
+            max_detections=opts["max_detections"],
+            pre_nms_top_k=opts["pre_nms_top_k"],
+            variances=opts["variances"],
+        )
+        for i in range(len(logits))
+    ]
+
+
+class DetectionMetric(StreamingMetric):
+    """COCO box metrics, streamed: each batch is decoded and only its detections are kept.
+
+    ``update(outputs, examples)`` takes the batch's raw outputs and its ``DetectionExample``
+    objects (ground truth in pixels, mask areas for the size buckets when present).
+    """
+
+    def __init__(self, contract, labels=None, category_ids=None):
+        from kvision.tasks.detection.coco_eval import CocoEvaluator
+
+        self.contract = contract
+        self.evaluator = CocoEvaluator(labels or contract.labels, category_ids)
+
+    def update(self, outputs, targets) -> None:
+        sizes = [(ex.width, ex.height) for ex in targets]
+        for ex, det in zip(targets, decode_batch(outputs, self.contract, sizes), strict=True):
+            areas = getattr(ex, "areas", None)
+            crowd = getattr(ex, "iscrowd", None)
+            self.evaluator.update(
+                int(ex.image_id),
+                ex.boxes,
+                ex.classes,
+                det,
+                width=ex.width,
+                height=ex.height,
+                gt_area=areas,
+                gt_iscrowd=crowd,
+            )
+
+    def result(self) -> dict:
+        out = self.evaluator.result()
+        out["n"] = self.evaluator.num_images
+        return out
+
+
+@register_task("detection")
+class DetectionTask(Task):
+    """Object detection with anchors (see the module docstring)."""
+
+    primary_metric = "mAP@[.5:.95]"
+    higher_is_better = True
+    output_names = (CLASS_OUTPUT, BOX_OUTPUT)
+    #: agreement of confident decoded detections (score >= 0.3) with the Keras model's
+    tolerances = {
+        "float": Tolerance(max_abs_diff=1e-3, min_agreement=0.99),
+        "float16": Tolerance(max_abs_diff=None, min_agreement=0.95),
+        "dynamic": Tolerance(max_abs_diff=None, min_agreement=0.9),
+        "int8": Tolerance(max_abs_diff=None, min_agreement=0.8),
+        "int16x8": Tolerance(max_abs_diff=None, min_agreement=0.9),
+    }
+
+    def build_head(self, features, num_classes: int, anchor_config=None, channels=64, depth=2, **_):
+        from kvision.tasks.detection.anchors import AnchorConfig, anchors_per_location
+        from kvision.tasks.detection.heads import pyramid, retina_head
+
+        config = anchor_config or AnchorConfig()
+        levels = pyramid(features, config.strides, channels)
+        return retina_head(levels, num_classes, anchors_per_location(config), channels, depth)
+
+    def compile_args(self, train_cfg, num_classes: int) -> dict:
+        from kvision.tasks.detection.losses import BoxLoss, FocalLoss
+
+        return {"loss": {CLASS_OUTPUT: FocalLoss(), BOX_OUTPUT: BoxLoss()}, "metrics": None}
+
+    def monitor(self, has_validation: bool) -> tuple[str, str]:
+        return ("val_loss" if has_validation else "loss"), "min"
+
+    def decode(self, outputs, contract, image_sizes=None) -> list:
+        size = image_sizes or (contract.width, contract.height)
+        return decode_batch(outputs, contract, size)
+
+    def metric(self, contract) -> DetectionMetric:
+        return DetectionMetric(contract)
+
+    def parity(self, reference, outputs, variant: str, contract=None, min_agreement=None):
+        """Raw-output difference (float variants) and the agreement of decoded detections."""
+        if contract is None:
+            raise ValueError("Detection parity decodes the outputs: pass the model's `contract`.")
+        tol = self.tolerance(variant)
+        need = tol.min_agreement if min_agreement is None else min_agreement
+        self.check_outputs(reference, "the Keras outputs")
+        self.check_outputs(outputs, "the artifact's outputs")
+        checks, reasons = {}, []
+        for name in self.output_names:
+            ref, out = np.asarray(reference[name]), np.asarray(outputs[name])
+            if ref.shape != out.shape:
+                reasons.append(
+                    f"{name}: shape {list(out.shape)} differs from Keras {list(ref.shape)}"
+                )
+                continue
+            if not np.all(np.isfinite(out)):
+                reasons.append(f"{name}: outputs contain NaN or Inf")
+            checks[f"{name}_max_abs_diff"] = float(np.abs(out - ref).max())
+        if reasons:
+            return Parity(False, checks, reasons)
+        if tol.max_abs_diff is not None:
+            for name in self.output_names:
+                if checks[f"{name}_max_abs_diff"] > tol.max_abs_diff:
+                    reasons.append(
+                        f"{name}: max |artifact - keras| = {checks[f'{name}_max_abs_diff']:.3g} "
+                        f"> atol={tol.max_abs_diff:g}"
+                    )
+        agreement, n_ref, n_out = detection_agreement(
+            decode_batch(reference, contract, (contract.width, contract.height)),
+            decode_batch(outputs, contract, (contract.width, contract.height)),
+        )
+        checks.update(
+            detection_agreement=agreement, keras_detections=n_ref, artifact_detections=n_out
+        )
+        if agreement < need:
+            reasons.append(
+                f"decoded detections agree {agreement:.2%} (score >= {PARITY_SCORE}, IoU >= "
+                f"{PARITY_IOU}, same class) < required {need:.2%}"
+            )
+        return Parity(not reasons, checks, reasons)
+
+    def prediction_json(self, prediction, contract) -> dict:
+        return {"detections": prediction.to_json(contract.labels)}
+
+
+def detection_agreement(reference: list, outputs: list, score: float = PARITY_SCORE):
+    """``(F1 agreement, n_reference, n_outputs)`` of confident detections, matched greedily
+    (same class, IoU >= ``PARITY_IOU``, by decreasing reference score) image by image."""
+    from kvision.tasks.detection.boxes import iou
+
+    matched = n_ref = n_out = 0
+    for ref, out in zip(reference, outputs, strict=True):
+        r = np.flatnonzero(ref.scores >= score)
+        o = np.flatnonzero(out.scores >= score)
+        n_ref, n_out = n_ref + len(r), n_out + len(o)
+        if not len(r) or not len(o):
+            continue
+        overlaps = iou(ref.boxes[r], out.boxes[o])
+        overlaps[ref.classes[r][:, None] != out.classes[o][None, :]] = 0.0
+        used = np.zeros(len(o), bool)
+        for i in np.argsort(-ref.scores[r], kind="stable"):
+            candidates = np.where(~used & (overlaps[i] >= PARITY_IOU), overlaps[i], -1.0)
+            j = int(np.argmax(candidates))
+            if candidates[j] >= PARITY_IOU:
+                used[j] = True
+                matched += 1
+    total = n_ref + n_out
+    return (1.0 if total == 0 else 2.0 * matched / total), n_ref, n_out

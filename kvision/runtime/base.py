@@ -28,6 +28,7 @@ raises :class:`RuntimeUnavailable` from ``load()`` with the reason.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -212,9 +213,7 @@ class Runtime:
         step, fixed = self._step(batch_size, inputs)
         if n == 0:
             return {o.name: _empty(o) for o in outputs}
-        tensors = {
-            i.name: to_tensor(arrays[i.name], i, _where(self.path, i, inputs)) for i in inputs
-        }
+        tensors = {i.name: to_tensor(arrays[i.name], i, self._where(i)) for i in inputs}
         if n <= step and (fixed is None or n == fixed):
             raw = self._invoke(tensors)
             return {o.name: to_float(raw[o.name], o) for o in outputs}
@@ -241,6 +240,11 @@ class Runtime:
         """The primary output (see ``output_spec``) for the one input ``x`` ``[N, ...]``."""
         name = self.output_spec.name
         return self.run(x, batch_size)[name]
+
+    def _where(self, info: TensorInfo) -> str:
+        """What errors about input ``info`` name (the file, and the input when several)."""
+        name = self.path.name
+        return name if len(self._io[0]) == 1 else f"{name} input {info.name!r}"
 
     def _step(self, batch_size, inputs) -> tuple[int, int | None]:
         fixed = fixed_batch(inputs)
@@ -299,8 +303,8 @@ def check_feeds(feeds, inputs: list[TensorInfo], path=None) -> tuple[dict, int]:
     Raises:
         InputValueError: names, shapes or row counts that do not match (see ``Runtime.run``).
     """
-    label = Path(path).name if path is not None else "the artifact"
     names = [i.name for i in inputs]
+    label = _Label(path)
     if not isinstance(feeds, Mapping):
         if len(inputs) != 1:
             raise InputValueError(
@@ -337,11 +341,20 @@ def check_batch(x, spec: TensorInfo, path=None) -> np.ndarray:
     Raises:
         InputValueError: wrong rank or size (the message gives both shapes), or not numbers.
     """
-    label = Path(path).name if path is not None else "the artifact"
-    return _as_batch(x, spec, "x", label).astype(np.float32, copy=False)
+    return _as_batch(x, spec, "x", _Label(path)).astype(np.float32, copy=False)
 
 
-def _as_batch(x, info: TensorInfo, what: str, label: str) -> np.ndarray:
+class _Label:
+    """The artifact's file name for messages, computed only when a message is made."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __str__(self) -> str:
+        return Path(self.path).name if self.path is not None else "the artifact"
+
+
+def _as_batch(x, info: TensorInfo, what: str, label) -> np.ndarray:
     x = np.asarray(x)
     want = tuple(info.shape[1:])
     if x.ndim == len(want):
@@ -354,23 +367,43 @@ def _as_batch(x, info: TensorInfo, what: str, label: str) -> np.ndarray:
         raise InputValueError(
             f"`{what}` should have shape [N, {dims}] for {label}. Received: {what}.shape={x.shape}"
         )
-    if _kind(info.dtype) in "fiu" and (
-        not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating)
-    ):
+    if x.dtype.kind not in "iuf" and _kind(info.dtype) in "fiu":
         raise InputValueError(f"`{what}` should hold real numbers. Received: dtype={x.dtype}")
     return x
 
 
 def to_tensor(x: np.ndarray, info: TensorInfo, where: str = "input") -> np.ndarray:
     """Model-domain values -> the array the input tensor ``info`` is given (see the module
-    docstring; ``kvision.models.contract.to_input_tensor`` for numbers, as is otherwise)."""
-    if _kind(info.dtype) in "fiu":
+    docstring; ``kvision.models.contract.to_input_tensor`` for numbers, as is otherwise).
+
+    A quantized integer tensor gets ``clip(round(x / scale) + zero_point)`` in its dtype, the
+    formula of ``to_input_tensor``, without re-reading the dtype on every call.
+    """
+    kind, target, lo, hi = _plan(info.dtype)
+    if kind in "iu" and info.scale:
+        q = np.round(np.asarray(x).astype(np.float32) / np.float32(info.scale)) + info.zero_point
+        return np.clip(q, lo, hi).astype(target)
+    if kind == "f" and target is not None:
+        return np.asarray(x).astype(target, copy=False)
+    if kind in "fiu":
         from kvision.models.contract import to_input_tensor
 
         return to_input_tensor(x, info.dtype, info.scale, info.zero_point, where=where)
-    if _kind(info.dtype) == "b":
+    if kind == "b":
         return np.asarray(x).astype(bool)
     return np.asarray(x)
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(dtype: str) -> tuple:
+    """``(kind, numpy dtype or None, min, max)`` of a tensor dtype name."""
+    kind = _kind(dtype)
+    if kind in "iu":
+        info = np.iinfo(dtype)
+        return kind, np.dtype(dtype), info.min, info.max
+    if kind == "f" and dtype != "bfloat16":
+        return kind, np.dtype(dtype), None, None
+    return kind, None, None, None
 
 
 def to_float(y, info: TensorInfo) -> np.ndarray:
@@ -391,10 +424,6 @@ def _empty(info: TensorInfo) -> np.ndarray:
 def _pad(x: np.ndarray, rows: int) -> np.ndarray:
     pad = np.zeros((rows - len(x), *x.shape[1:]), dtype=x.dtype)
     return np.concatenate([x, pad])
-
-
-def _where(path: Path, info: TensorInfo, inputs: list[TensorInfo]) -> str:
-    return path.name if len(inputs) == 1 else f"{path.name} input {info.name!r}"
 
 
 def _kind(dtype: str) -> str:

@@ -2,9 +2,9 @@
 
 The SavedModel is loaded the way TF Serving serves it: ``tf.saved_model.load`` and a signature
 by name (``serving_default``, else the only one). Inputs and outputs are the signature's
-structured specs, named by their signature keys. A Keras file (``.keras``, ``.h5``,
-``.hdf5``) is loaded by ``kvision._keras.load_model`` (which explains Keras 3 files); inputs and
-outputs are named by the model's input and output names.
+structured specs, named by their signature keys and listed in name order. A Keras file
+(``.keras``, ``.h5``, ``.hdf5``) is loaded by ``kvision._keras.load_model`` (which explains
+Keras 3 files); inputs and outputs are named by the model's input and output names.
 
 TensorFlow's thread pools are process-wide and fixed once TensorFlow starts, so these runtimes
 take no ``threads`` argument; ``describe()`` says ``threads: None`` (TensorFlow's default).
@@ -84,9 +84,9 @@ class SavedModelRuntime(Runtime):
         outputs = self._fn.structured_outputs
         if not isinstance(outputs, dict):
             outputs = {"output_0": outputs}
-        return (
-            [_spec_info(name, spec) for name, spec in inputs.items()],
-            [_spec_info(name, spec) for name, spec in outputs.items()],
+        return (  # by name: a loaded signature's dict order is not stable
+            [_spec_info(name, inputs[name]) for name in sorted(inputs)],
+            [_spec_info(name, outputs[name]) for name in sorted(outputs)],
         )
 
     def _device_name(self) -> str:

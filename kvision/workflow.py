@@ -436,23 +436,16 @@ def benchmark(artifacts, model, splits, contract, cfg: PipelineConfig, keras_acc
 
 
 def _runner(art, threads: int):
+    """``x -> outputs`` of an artifact through kvision's one runtime layer (the classifier's
+    single output; ``kvision.runtime`` quantizes inputs in the artifact's own domain)."""
+    from kvision.runtime import open_runtime
+
     if art.format == "tflite":
-        from kvision.export.litert import LiteRTModel
-
-        m = LiteRTModel(art.path, num_threads=threads)
-        return m.predict
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(art.path)
-    sig = loaded.signatures["serving_default"]
-
-    def run(x):
-        out = []
-        for i in range(0, len(x), 512):
-            out.append(sig(images=tf.constant(x[i : i + 512]))["probabilities"].numpy())
-        return np.concatenate(out)
-
-    return run
+        rt = open_runtime(art.path, "litert", threads=threads)
+    else:
+        rt = open_runtime(art.path, "tf_cpu")
+    rt.load()
+    return lambda x: rt.predict(x, batch_size=512)
 
 
 def keras_row(model, accuracy: float, cfg: PipelineConfig, sample, checkpoint) -> dict:

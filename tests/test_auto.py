@@ -19,11 +19,10 @@ def test_unknown_datasets_get_no_flip(dataset):
     assert "no flips" in choice.reason
 
 
-def test_fashion_mnist_keeps_its_measured_flip_and_erasing():
+def test_fashion_mnist_keeps_its_measured_flip():
     choice = auto.choose_transforms("fashion_mnist")
-    assert _names(choice.value) == ["flip", "erase"]
+    assert _names(choice.value) == ["flip"]
     assert choice.value[0]["mode"] == "horizontal"
-    assert choice.value[1]["p"] == 0.5
 
 
 @pytest.mark.parametrize(

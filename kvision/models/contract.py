@@ -299,7 +299,9 @@ class InputContract:
         shape = model.input_shape
         if isinstance(shape, list):
             shape = shape[0]
-        n = int(model.output_shape[-1])
+        out = model.output_shape
+        # one output [N, K]: K classes; several outputs (a detector's): no labels to derive
+        n = int(out[-1]) if isinstance(out, tuple) and out and isinstance(out[-1], int) else 0
         return cls.for_tensor(
             shape,
             model_input_dtype(model),

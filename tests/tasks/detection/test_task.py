@@ -132,3 +132,13 @@ def test_focal_loss_matches_the_formula_and_ignores_ignored_anchors():
     pred = np.zeros((1, 3, 4), np.float32)
     # Huber(0.5) = 0.125, Huber(2.0) = 1.5 with delta 1
     assert float(BoxLoss()(box_true, pred)) == pytest.approx(0.125 + 1.5)
+
+
+def test_contract_derived_from_a_multi_output_model_has_no_fake_labels(detector):
+    from kvision._keras import keras
+    from kvision.models.contract import InputContract
+
+    bare = keras.Model(detector.inputs, detector.outputs)  # no kvision_contract attached
+    contract = InputContract.from_model(bare)
+    assert contract.shape == (64, 64, 3) and contract.labels == []
+    assert InputContract.from_model(bare, labels=LABELS).labels == LABELS

@@ -1,8 +1,8 @@
 """``build_detector``: a registered backbone + the detection task's pyramid and head.
 
-    model = build_detector((160, 160, 3), labels=["trouser", "bag"], backbone="compact_mobilenet")
-    model.output_shape   # {"class_logits": (None, 4725, 2), "box_deltas": (None, 4725, 4)}
-    model.kvision_contract.postprocess["anchors"]   # what decoding needs, saved with the model
+model = build_detector((160, 160, 3), labels=["trouser", "bag"], backbone="compact_mobilenet")
+model.output_shape   # {"class_logits": (None, 4725, 2), "box_deltas": (None, 4725, 4)}
+model.kvision_contract.postprocess["anchors"]   # what decoding needs, saved with the model
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from kvision.export.artifact import Artifact, contract_path, gzip_size, path_size, short_reason
+from kvision.tasks.classification.task import top1_agreement
 
 _BATCH = 64
 
@@ -136,7 +137,7 @@ def verify_artifact(
     diff = np.abs(outputs - reference)
     checks["max_abs_diff"] = float(diff.max())
     checks["mean_abs_diff"] = float(diff.mean())
-    agree, ties = _top1(reference, outputs, tie_tol)
+    agree, ties = top1_agreement(reference, outputs, tie_tol)
     checks["top1_agreement"] = agree
     checks["top1_near_ties"] = ties
     reasons = []
@@ -153,15 +154,6 @@ def verify_artifact(
     if reasons:
         return failed("; ".join(reasons))
     return Artifact(name, fmt, str(path), path_size(path), gzip_size(path), "ok", checks=checks)
-
-
-def _top1(reference: np.ndarray, outputs: np.ndarray, tie_tol: float) -> tuple[float, int]:
-    ref_top = reference.argmax(axis=-1)
-    out_top = outputs.argmax(axis=-1)
-    disagree = np.flatnonzero(ref_top != out_top)
-    margins = reference[disagree, ref_top[disagree]] - reference[disagree, out_top[disagree]]
-    agreement = 1.0 - len(disagree) / len(reference)
-    return float(agreement), int(np.sum(margins <= tie_tol))
 
 
 def _run_tflite(path: Path, x: np.ndarray, checks: dict):

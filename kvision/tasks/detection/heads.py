@@ -79,8 +79,8 @@ def pyramid(features: dict, strides, channels: int = 64) -> list:
     lateral = {lv: layers.Conv2D(channels, 1, name=f"fpn_lateral_p{lv}")(c[lv]) for lv in levels}
     merged = {levels[-1]: lateral[levels[-1]]}
     for lv in reversed(levels[:-1]):
-        coarser = merged[lv + 1] if lv + 1 in merged else merged[min(k for k in merged if k > lv)]
-        factor = int(coarser.shape[1] and -(-lateral[lv].shape[1] // coarser.shape[1]))
+        coarser = merged[min(k for k in merged if k > lv)]
+        factor = -(-lateral[lv].shape[1] // coarser.shape[1])
         up = layers.UpSampling2D(factor, interpolation="nearest", name=f"fpn_up_p{lv}")(coarser)
         if up.shape[1] != lateral[lv].shape[1] or up.shape[2] != lateral[lv].shape[2]:
             up = layers.Cropping2D(

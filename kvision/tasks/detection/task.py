@@ -16,6 +16,9 @@ neither has a confident detection).
 
 from __future__ import annotations
 
+import functools
+import json
+
 import numpy as np
 
 from kvision.tasks.base import Parity, StreamingMetric, Task, Tolerance, register_task
@@ -38,11 +41,19 @@ def postprocess_options(contract) -> dict:
 
 
 def contract_anchors(contract) -> np.ndarray:
-    """The anchors of a detector's contract: float32 ``[A, 4]`` normalized xyxy."""
+    """The anchors of a detector's contract: float32 ``[A, 4]`` normalized xyxy (computed once
+    per input size and anchor config, then shared: do not modify the array)."""
+    config = postprocess_options(contract).get("anchors", {})
+    return _anchors(contract.height, contract.width, json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _anchors(height: int, width: int, config_json: str) -> np.ndarray:
     from kvision.tasks.detection.anchors import AnchorConfig, generate_anchors
 
-    config = AnchorConfig.from_dict(postprocess_options(contract).get("anchors", {}))
-    return generate_anchors((contract.height, contract.width), config)
+    anchors = generate_anchors((height, width), AnchorConfig.from_dict(json.loads(config_json)))
+    anchors.setflags(write=False)
+    return anchors
 
 
 def decode_batch(outputs: dict, contract, image_sizes) -> list:

@@ -18,7 +18,7 @@ import tensorflow as tf
 from kvision._keras import keras
 from kvision.export import Artifact, export, gzip_size, load_contract
 from kvision.export.converter import VARIANTS, ConversionError, convert_tflite
-from kvision.export.litert import LiteRTModel, tflite_op_names
+from kvision.export.litert import LiteRTModel, predict_sharded, tflite_op_names
 from kvision.export.saved_model import export_saved_model
 from kvision.export.verify import verify_artifact
 from kvision.models.contract import InputContract, attach_contract
@@ -350,3 +350,19 @@ def test_compact_mobilenet_end_to_end(tmp_path):
     model = build_model("compact_mobilenet", (28, 28, 1), 4, width=0.25)
     artifacts = export(model, tmp_path, _samples(64))
     assert [a.status for a in artifacts] == ["ok", "ok"], [a.reason for a in artifacts]
+
+
+@pytest.mark.parametrize("name", ["classifier_float32", "classifier_int8"])
+def test_predict_sharded_equals_one_interpreter(name):
+    """Shards in threads give the same outputs, in order, as one interpreter over all images."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tflite_models" / f"{name}.tflite"
+    model = LiteRTModel(path)
+    shape = model.input_shape[1:]
+    x = np.random.default_rng(0).random((203, *shape), dtype=np.float32)
+    one = model.predict(x)
+    for workers in (1, 2, 3, 8):
+        np.testing.assert_array_equal(predict_sharded(path, x, workers=workers), one)
+    sharded = predict_sharded(path, x[:5], workers=4)  # fewer images than one batch
+    np.testing.assert_array_equal(sharded, one[:5])

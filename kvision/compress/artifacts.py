@@ -121,11 +121,11 @@ def evaluate_accuracy(artifact: Artifact, x_test, y_test) -> Artifact:
     A failed artifact whose file exists is still evaluated (its number helps the diagnosis); a
     missing or unreadable file leaves ``accuracy`` ``None``.
     """
-    from kvision.export.litert import LiteRTModel
+    from kvision.export.litert import predict_sharded
 
     artifact.metrics["n_test"] = int(len(y_test))
     try:
-        probs = LiteRTModel(artifact.path).predict(np.asarray(x_test, dtype=np.float32))
+        probs = predict_sharded(artifact.path, np.asarray(x_test, dtype=np.float32))
     except Exception as exc:  # unreadable file: no accuracy, and never "ok"
         artifact.metrics["accuracy"] = None
         if artifact.ok:

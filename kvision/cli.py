@@ -57,6 +57,20 @@ def _add_strict(p):
     )
 
 
+def _prediction_text(result: dict) -> str:
+    """One line per file: top-k labels, or the detections (label score [box])."""
+    if "top_k" in result:
+        return ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
+    detections = result.get("detections", [])
+    shown = [d for d in detections if d["score"] >= 0.3]
+    parts = [
+        f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in shown
+    ]
+    return f"{len(shown)} detections (score >= 0.3; {len(detections)} in --json)" + (
+        ": " + "; ".join(parts) if parts else ""
+    )
+
+
 def _exit_status(artifacts, strict: bool) -> int:
     """0 when every artifact was produced and verified; 1 when one could not be (or, with
     ``strict``, when one is below the accuracy floor). Floor misses are listed either way."""
@@ -167,6 +181,10 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP)")
     p.add_argument("--top-k", type=int, default=3, help="labels per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--out",
+        help="detection models: write each image with its boxes drawn (PNG) and its JSON here",
+    )
 
     p = sub.add_parser(
         "config", help="print the resolved config as YAML", epilog=_EPILOG, formatter_class=fmt
@@ -288,13 +306,19 @@ def _dispatch(args) -> int:
             print("\n".join(list_transforms()))
         return 0
     if args.command == "predict":
-        results = workflow.predict_files(args.model, args.images, top_k=args.top_k)
+        from kvision.predict import predict_task_files
+
+        if args.out or workflow.saved_task(args.model) not in (None, "classification"):
+            results = predict_task_files(args.model, args.images, out_dir=args.out)
+        else:
+            results = workflow.predict_files(args.model, args.images, top_k=args.top_k)
         if args.json:
             print(json.dumps(results, indent=2))
         else:
             for r in results:
-                best = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"])
-                print(f"{r['file']}: {best}")
+                print(f"{r['file']}: {_prediction_text(r)}")
+            if args.out:
+                print(f"Drawn predictions and JSON in {args.out}")
         return 0
 
     cfg = _load(args)
@@ -303,7 +327,7 @@ def _dispatch(args) -> int:
         from kvision.report import render_markdown
 
         print(render_markdown(report))
-        print(f"\nReport: {cfg.run_dir / 'report.html'}")
+        print(f"\nReport: {Path(cfg.runs_dir) / report['run']['name'] / 'report.html'}")
         return _exit_status(report["artifacts"], args.strict)
     if args.command == "train":
         run = workflow.train(cfg, fresh=args.fresh)

@@ -35,8 +35,10 @@ class DataConfig:
     """Where the images come from and how they are split.
 
     Args:
-        dataset: ``fashion_mnist``, ``mnist``, ``folder`` (one sub-folder per class) or ``npz``
-            (arrays ``x_train``, ``y_train`` and optionally ``x_test``, ``y_test``).
+        dataset: classification: ``fashion_mnist``, ``mnist``, ``folder`` (one sub-folder per
+            class) or ``npz`` (arrays ``x_train``, ``y_train`` and optionally ``x_test``,
+            ``y_test``). Detection: ``coco``, ``voc`` or ``yolo`` (the annotation format; left
+            at ``fashion_mnist``, the default, the format is detected from the layout).
         path: directory (IDX files or image folder) or ``.npz`` file. ``None`` uses the default
             location for ``fashion_mnist``/``mnist``.
         test_path: image folder for the test split of a ``folder`` dataset (optional).
@@ -89,7 +91,14 @@ class ModelConfig:
         name: a name from ``kvision.models.list_models()``.
         input_size: ``[height, width]``; ``None`` uses the dataset's native size.
         channels: input channels; ``None`` uses the dataset's.
-        options: extra keyword arguments for the model builder (e.g. ``{"width": 1.0}``).
+        options: extra keyword arguments for the model builder (e.g. ``{"width": 1.0}``); for
+            a task other than classification, ``name`` is the backbone
+            (``kvision.backbones.list_backbones()``) and ``options`` its options.
+        head: options of the task's head (detection: ``type``: ``anchors`` (RetinaNet-style,
+            default) or ``grid`` (anchor-free, YOLOX / FCOS-style), ``channels`` (64), ``depth``
+            (2), ``anchors`` / ``grid`` (an ``AnchorConfig`` / ``GridConfig`` dict),
+            ``postprocess`` (score / IoU thresholds, ``max_detections``)); unused by
+            classification.
         weights: local weights file for the backbone (never downloaded); ``None`` = random init.
         transfer_from: a classifier file (``.keras``/``.h5``, e.g. a kvision checkpoint trained on
             MNIST) whose head is replaced for this dataset; training then runs in two phases (see
@@ -100,6 +109,7 @@ class ModelConfig:
     input_size: list | None = None
     channels: int | None = None
     options: dict = field(default_factory=dict)
+    head: dict = field(default_factory=dict)
     weights: str | None = None
     transfer_from: str | None = None
 
@@ -186,15 +196,19 @@ class BenchmarkConfig:
 
 @dataclass
 class PipelineConfig:
-    """A whole run: train -> evaluate -> export -> benchmark.
+    """A whole run: train -> evaluate -> export -> compress -> benchmark -> report.
 
     Args:
-        name: run name; the run directory is ``<runs_dir>/<name>``.
+        name: run name; the run directory is ``<runs_dir>/<name>``. Left at its default with a
+            task other than classification, it becomes ``<task>_<model.name>``.
         runs_dir: parent of run directories.
+        task: the vision task (``kvision.tasks.list_tasks()``): ``classification`` (default) or
+            ``detection``. It picks the data format, head, loss, metric and parity check.
     """
 
     name: str = "fashion_mnist_compact_mobilenet"
     runs_dir: str = "runs"
+    task: str = "classification"
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -209,7 +223,7 @@ class PipelineConfig:
 
 
 _CHOICES = {
-    ("data", "dataset"): ("fashion_mnist", "mnist", "folder", "npz"),
+    ("data", "dataset"): ("fashion_mnist", "mnist", "folder", "npz", "coco", "voc", "yolo"),
     ("data", "on_error"): ("skip", "raise"),
     ("augment", "on"): ("data", "device"),
     ("train", "optimizer"): ("adam", "adamw", "sgd"),

@@ -31,6 +31,9 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
     from kvision.preprocess import file_inputs
 
     model_path = Path(model_path)
+    task = saved_task(model_path)
+    if task not in (None, "classification"):
+        return predict_task_files(model_path, files)
     runner = open_model(model_path)
     contract = _contract_for(model_path, runner.input_tensor, runner.num_outputs)
     if top_k < 1 or top_k > contract.num_classes:
@@ -52,6 +55,89 @@ def predict_files(model_path, files, top_k: int = 3) -> list[dict]:
             }
         )
     return out
+
+
+def saved_task(model_path: Path) -> str | None:
+    """The task named by the contract saved with the model, or None when there is none."""
+    from kvision.models import InputContract
+
+    try:
+        return InputContract.find(model_path).task
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+#: detections drawn on ``kvision predict --out`` images score at least this (the JSON has all)
+DRAW_SCORE = 0.3
+
+
+def predict_task_files(model_path, files, out_dir=None) -> list[dict]:
+    """Predictions of a task model (detection, ...) for image files, decoded outside the graph.
+
+    The model's saved contract names the task; its decoding (e.g. score threshold, per-class
+    NMS) turns the raw named outputs into one prediction per file, in that file's pixels.
+
+    Args:
+        model_path: ``.tflite``, SavedModel version folder or ``.keras`` / ``.h5`` checkpoint
+            with its contract (``*.contract.json``, ``assets.extra/contract.json`` or
+            ``contract.json`` beside it).
+        files: image files.
+        out_dir: when given, each image is written there with its predictions drawn
+            (``<stem>.png``, detections scoring >= :data:`DRAW_SCORE`) beside ``<stem>.json``.
+
+    Returns:
+        One dict per file: ``{"file": str, **task.prediction_json(...)}`` (detection:
+        ``{"detections": [{"label", "class_index", "score", "box": [x_min, y_min, x_max,
+        y_max]}]}``, pixels of the file).
+
+    Raises:
+        FileNotFoundError: no model or no saved contract. ``kvision.preprocess.ImageError``: a
+            bad image (the message names it).
+    """
+    import json
+
+    from kvision.io import atomic_write_text
+    from kvision.models import InputContract
+    from kvision.preprocess import load_pixels
+    from kvision.runtime import open_runtime
+    from kvision.tasks import get_task
+
+    model_path = Path(model_path)
+    if not model_path.exists():
+        raise FileNotFoundError(f"Model not found: {model_path}")
+    contract = InputContract.find(model_path)
+    task = get_task(contract.task)
+    runtime = open_runtime(model_path)
+    runtime.load()
+    size = (contract.height, contract.width)
+    results = []
+    for f in files:
+        original = load_pixels(f, contract.channels)
+        x = contract.normalize(load_pixels(f, contract.channels, size)[None])
+        h, w = original.shape[:2]
+        prediction = task.decode(runtime.run(x), contract, [(w, h)])[0]
+        result = {"file": str(f), **task.prediction_json(prediction, contract)}
+        results.append(result)
+        if out_dir is not None:
+            out = Path(out_dir)
+            stem = Path(f).stem
+            drawn = task.draw(original, prediction, contract, min_score=DRAW_SCORE)
+            _write_png(drawn, out / f"{stem}.png")
+            atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2))
+    runtime.close()
+    return results
+
+
+def _write_png(pixels, path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    from kvision.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8)).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _contract_for(model_path: Path, tensor=None, num_outputs=None):

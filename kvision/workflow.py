@@ -22,7 +22,7 @@ import numpy as np
 
 from kvision.config import ConfigError, PipelineConfig, save_config, to_dict
 from kvision.io import atomic_write_json
-from kvision.predict import predict_files  # noqa: F401  (re-exported: kvision predict)
+from kvision.predict import predict_files, saved_task  # noqa: F401  (re-exported: kvision predict)
 
 CONFIG_FILE = "config.yaml"
 
@@ -78,7 +78,7 @@ def prepare_run_dir(cfg: PipelineConfig, fresh: bool = False) -> Path:
 
 def _training_part(cfg: PipelineConfig) -> dict:
     d = to_dict(cfg)
-    return {k: d[k] for k in ("data", "augment", "model", "train")}
+    return {k: d.get(k) for k in ("task", "data", "augment", "model", "train")}
 
 
 def load_data(cfg: PipelineConfig):
@@ -485,6 +485,10 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
     """
     from kvision.report import write_report
 
+    if cfg.task != "classification":  # the task pipeline asks the task for every stage
+        from kvision.spine import run_task_pipeline
+
+        return run_task_pipeline(cfg, fresh=fresh, verbose=verbose)
     t_start = time.perf_counter()
     walls = {}
     run = train(cfg, fresh=fresh, verbose=verbose)
@@ -529,30 +533,13 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
 
 def _report(cfg, run, evaluation, walls, rows, compression, in_progress) -> dict:
     """The report dict of a pipeline run (``in_progress``: the stage still running, or None)."""
-    import tensorflow as tf
-
-    import kvision
-
     run_dir = cfg.run_dir
     for row in rows:
         row["path"] = _relative(row["path"], run_dir)
     data = run.splits.summary()
     data["bad_files_path"] = "bad_files.csv" if run.splits.bad_files else None
     fit = run.fit
-    info = {
-        "name": cfg.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "kvision_version": kvision.__version__,
-        "tensorflow_version": tf.__version__,
-        "host": {
-            "cpu_count": _cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "wall_time_s": dict(walls),
-    }
-    if in_progress:
-        info["in_progress"] = in_progress
+    info = run_info(cfg, walls, in_progress)
     return {
         "schema_version": 1,
         "run": info,
@@ -574,6 +561,29 @@ def _report(cfg, run, evaluation, walls, rows, compression, in_progress) -> dict
         "compression": compression,
         "artifacts": rows,
     }
+
+
+def run_info(cfg: PipelineConfig, walls: dict, in_progress: str | None) -> dict:
+    """The report's ``run`` section: name, time, versions, host and stage wall times."""
+    import tensorflow as tf
+
+    import kvision
+
+    info = {
+        "name": cfg.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kvision_version": kvision.__version__,
+        "tensorflow_version": tf.__version__,
+        "host": {
+            "cpu_count": _cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "wall_time_s": dict(walls),
+    }
+    if in_progress:
+        info["in_progress"] = in_progress
+    return info
 
 
 def _relative(path: str, base: Path) -> str:

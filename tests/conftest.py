@@ -29,3 +29,48 @@ def tiny_npz(tmp_path, tiny_images):
     path = tmp_path / "tiny.npz"
     np.savez(path, x_train=images, y_train=labels, x_test=images[:16], y_test=labels[:16])
     return path
+
+
+TINY_DETECTION_LABELS = ["square", "disc"]
+
+
+def write_tiny_detection_split(root, name: str, n: int, seed: int, size: int = 64) -> None:
+    """``root/<name>/{images/*.png, annotations.json}``: coloured squares (class 0) and discs
+    (class 1) on noise, 1-2 per image, written as COCO JSON by kvision's writer."""
+    from PIL import Image, ImageDraw
+
+    from kvision.tasks.detection.coco_format import write_coco
+    from kvision.tasks.detection.example import DetectionDataset, DetectionExample
+
+    rng = np.random.default_rng(seed)
+    images = root / name / "images"
+    images.mkdir(parents=True)
+    examples = []
+    for i in range(n):
+        canvas = Image.fromarray(rng.integers(0, 80, (size, size, 3), dtype=np.uint8))
+        draw = ImageDraw.Draw(canvas)
+        boxes, classes = [], []
+        for _ in range(int(rng.integers(1, 3))):
+            side = int(rng.integers(14, 30))
+            x, y = (int(v) for v in rng.integers(0, size - side, 2))
+            k = int(rng.integers(0, 2))
+            shape = draw.rectangle if k == 0 else draw.ellipse
+            shape([x, y, x + side - 1, y + side - 1], fill=(230, 200 * k, 60))
+            boxes.append([x, y, x + side, y + side])
+            classes.append(k)
+        path = images / f"{i:03d}.png"
+        canvas.save(path)
+        examples.append(
+            DetectionExample(str(path), i + 1, size, size, np.array(boxes, "f4"), np.array(classes))
+        )
+    dataset = DetectionDataset(examples, TINY_DETECTION_LABELS, [1, 2])
+    write_coco(dataset, root / name / "annotations.json")
+
+
+@pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory):
+    """A tiny COCO detection set: ``train/`` 24, ``val/`` 8, ``test/`` 8 images of 64x64."""
+    root = tmp_path_factory.mktemp("tiny_coco")
+    for seed, (name, n) in enumerate((("train", 24), ("val", 8), ("test", 8))):
+        write_tiny_detection_split(root, name, n, seed)
+    return root

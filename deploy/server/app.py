@@ -6,6 +6,8 @@ Routes (as TF Serving's, plus health and metrics)::
     GET  /v1/models/{m}[/versions/{v}|/labels/{l}]/metadata   signature_def (+ "kvision" extras)
     POST /v1/models/{m}[/versions/{v}|/labels/{l}]:predict    {"instances"|"inputs": ...}
                               -> {"predictions"|"outputs": ...}, every named output
+    POST /v1/models/{m}[...]:decode     the same request -> {"predictions": [one decoded
+                              prediction per instance]} (kvision's extension, below)
     GET  /healthz                                             {"status": "ok", "models": {...}}
     GET  /metrics                                             Prometheus text format
 
@@ -15,6 +17,14 @@ shape, 404 unknown model / version / label / route, 405 wrong method, 413 body t
 thread through each version's runtime pool (never two threads on one interpreter), optionally
 through a :class:`DynamicBatcher`. A model with several inputs takes them by name and one with
 several outputs answers them all by name (``deploy.server.codec``).
+
+``:decode`` (not in TF Serving) runs ``:predict`` and decodes the raw outputs outside the graph
+with the task named by the model's contract (``kvision.tasks``), exactly as ``kvision predict``
+and the benchmark do: a detector answers ``{"predictions": [{"detections": [{"label",
+"class_index", "score", "box": [x_min, y_min, x_max, y_max]}, ...]}, ...]}`` after the score
+threshold and per-class NMS of its contract, boxes in pixels of the model input (scale by the
+original image's width / input width to map them back: a stretch resize); a classifier answers
+``{"label", "class", "top_k"}`` per instance. A model without a task contract gets a 400.
 
 Example:
     >>> store = ModelStore(); store.add("fashion", "tflite_models/classifier_float32.tflite")
@@ -33,6 +43,7 @@ from deploy.server.codec import (
     MAX_INSTANCES,
     SIGNATURE,
     BadRequest,
+    decode_outputs,
     decode_request,
     encode_predict,
 )
@@ -99,13 +110,13 @@ def create_app(
                 raise HTTPError(404, f"Malformed request: {request.method} {request.url.path}")
             name, suffix = match["name"], match["suffix"] or ""
             endpoint = {"": "status", "/metadata": "metadata"}.get(suffix, suffix.lstrip(":"))
-            if endpoint not in ("status", "metadata", "predict"):
+            if endpoint not in ("status", "metadata", "predict", "decode"):
                 raise HTTPError(
                     404 if endpoint not in ("classify", "regress") else 400,
-                    f"Unsupported API {suffix!r}: kvision serve implements :predict, /metadata "
-                    "and model status",
+                    f"Unsupported API {suffix!r}: kvision serve implements :predict, :decode, "
+                    "/metadata and model status",
                 )
-            want = "POST" if endpoint == "predict" else "GET"
+            want = "POST" if endpoint in ("predict", "decode") else "GET"
             if request.method != want:
                 raise HTTPError(405, f"{endpoint} expects {want}. Received: {request.method}")
             version = _version(match["version"])
@@ -129,6 +140,8 @@ def create_app(
                 metrics.observe_batch(served.model, n)
                 y = await run_in_threadpool(served.run, feeds)
             metrics.observe_predict(served.model, served.version, n)
+            if endpoint == "decode":
+                return JSONResponse({"predictions": decode_outputs(y, served.contract)})
             names = [o.name for o in served.outputs]
             return JSONResponse(encode_predict(y, names, n, columnar))
         except HTTPError as exc:

@@ -160,6 +160,26 @@ def encode_predict(outputs: dict, names, n: int, columnar: bool) -> dict:
     return {"predictions": [{k: v[i].tolist() for k, v in arrays.items()} for i in range(n)]}
 
 
+def decode_outputs(outputs: dict, contract) -> list[dict]:
+    """The ``:decode`` answer: the raw named outputs of a batch decoded by the contract's task
+    (``Task.decode`` then ``Task.prediction_json``), one JSON object per instance.
+
+    Raises:
+        BadRequest: the model has no contract naming a task (decode with ``:predict`` and your
+            own code, or export the model with kvision).
+    """
+    from kvision.tasks import get_task
+
+    if contract is None or not getattr(contract, "task", None):
+        raise BadRequest(
+            ":decode needs the model's task, read from its input contract, and this model has "
+            "none; use :predict for the raw outputs"
+        )
+    task = get_task(contract.task)
+    task.check_outputs(outputs, "the model's outputs")
+    return [task.prediction_json(p, contract) for p in task.decode(outputs, contract)]
+
+
 def _parse(body: bytes, signature: str) -> dict:
     try:
         doc = json.loads(body)

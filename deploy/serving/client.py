@@ -106,6 +106,49 @@ class ServingClient:
             return np.asarray(reply["outputs" if columnar else "predictions"], dtype=np.float32)
         return self._request("POST", self.url(model, version, label, ":predict"), body)
 
+    def predict_outputs(self, model: str, x, version=None, label=None) -> dict:
+        """``:predict`` in the columnar format: every output by name as a float32 array
+        ``[N, ...]`` (what a model with several outputs, e.g. a detector, needs)."""
+        reply = self._request(
+            "POST", self.url(model, version, label, ":predict"), {"inputs": np.asarray(x).tolist()}
+        )
+        outputs = reply["outputs"]
+        if not isinstance(outputs, dict):
+            outputs = {"probabilities": outputs}
+        return {k: np.asarray(v, dtype=np.float32) for k, v in outputs.items()}
+
+    def decode(self, model: str, x, contract=None, image_sizes=None, version=None, label=None):
+        """Decoded predictions, decoded here, outside the server and the graph: ``:predict``'s
+        raw outputs through the task of ``contract`` (default: the contract the server reports
+        in ``/metadata``), e.g. a detector's boxes after score threshold and NMS.
+
+        Args:
+            model: model name.
+            x: model inputs ``[N, H, W, C]`` in model scale.
+            contract: an ``InputContract`` (or its dict); default: the server's.
+            image_sizes: ``(width, height)`` of each original image (or one for all) to express
+                boxes in; default: the model input's size.
+            version, label: pick a version.
+
+        Returns:
+            One decoded prediction per input (detection: ``Detections`` with ``boxes``,
+            ``scores``, ``classes``); ``task.prediction_json`` makes them JSON.
+        """
+        from kvision.models import InputContract
+        from kvision.tasks import get_task
+
+        if contract is None:
+            contract = self.metadata(model, version, label)["kvision"]["contract"]
+            if contract is None:
+                raise ServingError(None, f"Model {model!r} reports no contract: pass `contract`")
+        if isinstance(contract, dict):
+            contract = InputContract.from_dict(contract)
+        task = get_task(contract.task)
+        outputs = self.predict_outputs(model, x, version, label)
+        if image_sizes is None:
+            return task.decode(outputs, contract)
+        return task.decode(outputs, contract, image_sizes)
+
     def _request(self, method: str, url: str, body=None) -> dict:
         data = None if body is None else json.dumps(body).encode("utf-8")
         req = urllib.request.Request(url, data=data, method=method)

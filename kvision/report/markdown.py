@@ -13,7 +13,14 @@ from collections.abc import Mapping
 
 from kvision.report.schema import validate_report
 
-__all__ = ["render_markdown", "summarize", "artifact_row", "lookup", "ARTIFACT_COLUMNS"]
+__all__ = [
+    "render_markdown",
+    "summarize",
+    "artifact_row",
+    "lookup",
+    "metric_key",
+    "ARTIFACT_COLUMNS",
+]
 
 DASH = "—"
 ARTIFACT_COLUMNS = (
@@ -50,7 +57,8 @@ def render_markdown(report: dict) -> str:
     out += _data_section(report.get("data"), report.get("augmentation"))
     out += _training_section(report.get("training"))
     out += _evaluation_section(report.get("evaluation"))
-    out += _artifacts_section(report["artifacts"])
+    out += task_section(report.get("task"))
+    out += _artifacts_section(report["artifacts"], metric_key(report))
     out += _compression_section(report)
     out += _plots_section(report)
     if report.get("config"):
@@ -74,14 +82,24 @@ def summarize(report: Mapping) -> dict:
         size or None, "n_ok", "n_failed", "wall_total_s"}``.
     """
     artifacts = report.get("artifacts") or []
+    key = metric_key(report)
     ok = [a for a in artifacts if a.get("status") == "ok"]
-    with_acc = [a for a in ok if lookup(a, "metrics", "accuracy") is not None]
+    with_acc = [a for a in ok if lookup(a, "metrics", key) is not None]
     with_gz = [a for a in ok if a.get("gzip_bytes") is not None]
     evaluation = report.get("evaluation") or {}
+    keras_value = evaluation.get("accuracy")
+    if keras_value is None:
+        keras_value = lookup(report, "task", "metrics", key)
+    sign = -1.0 if lookup(report, "task", "higher_is_better") is False else 1.0
+
+    def best_key(a):  # best metric first; on a tie an exported artifact beats the Keras row
+        return sign * a["metrics"][key], a.get("format") != "keras"
+
     return {
-        "keras_accuracy": evaluation.get("accuracy"),
+        "metric": key,
+        "keras_accuracy": keras_value,
         "macro_f1": evaluation.get("macro_f1"),
-        "best": max(with_acc, key=_best_key) if with_acc else None,
+        "best": max(with_acc, key=best_key) if with_acc else None,
         "smallest": min(with_gz, key=lambda a: a["gzip_bytes"]) if with_gz else None,
         "n_ok": len(ok),
         "n_failed": sum(1 for a in artifacts if a.get("status") == "failed"),
@@ -89,13 +107,15 @@ def summarize(report: Mapping) -> dict:
     }
 
 
-def _best_key(artifact: Mapping):
-    """Highest accuracy first; on a tie an exported artifact wins over the Keras reference row."""
-    return artifact["metrics"]["accuracy"], artifact.get("format") != "keras"
+def metric_key(report: Mapping) -> str:
+    """The metric the artifacts are compared on: the task's primary metric (``accuracy`` for a
+    classification report, which has no ``task`` section)."""
+    return lookup(report, "task", "primary_metric") or "accuracy"
 
 
-def artifact_row(artifact: Mapping) -> list[str]:
-    """One artifact's formatted cells, in :data:`ARTIFACT_COLUMNS` order."""
+def artifact_row(artifact: Mapping, metric: str = "accuracy") -> list[str]:
+    """One artifact's formatted cells, in :data:`ARTIFACT_COLUMNS` order (the accuracy column
+    holds ``metric``)."""
     latency = artifact.get("latency") or {}
     return [
         str(artifact["name"]),
@@ -103,7 +123,7 @@ def artifact_row(artifact: Mapping) -> list[str]:
         str(artifact["status"]),
         fmt_kb(artifact.get("size_bytes")),
         fmt_kb(artifact.get("gzip_bytes")),
-        fmt_ratio(lookup(artifact, "metrics", "accuracy")),
+        fmt_ratio(lookup(artifact, "metrics", metric)),
         fmt_delta(lookup(artifact, "metrics", "delta_vs_keras")),
         fmt_ms(latency.get("p50_ms")),
         fmt_ms(latency.get("p90_ms")),
@@ -172,18 +192,24 @@ def _run_line(run: Mapping) -> str:
 def _summary_section(report: Mapping) -> list[str]:
     s = summarize(report)
     lines = ["## Summary", ""]
-    if s["keras_accuracy"] is not None:
+    if s["keras_accuracy"] is not None and report.get("evaluation"):
         evaluation = report["evaluation"]
         n = f" on {evaluation['n']:,} {evaluation['split']} images" if evaluation.get("n") else ""
         lines.append(
             f"- Keras {evaluation['split']} accuracy: **{fmt_ratio(s['keras_accuracy'])}**"
             f" (macro F1 {fmt_ratio(s['macro_f1'])}){n}"
         )
+    elif s["keras_accuracy"] is not None:
+        task = report["task"]
+        lines.append(
+            f"- Keras {task.get('split', 'test')} {s['metric']}: "
+            f"**{fmt_ratio(s['keras_accuracy'])}** on {task.get('n', 0):,} images"
+        )
     if s["best"] is not None:
         best = s["best"]
         lines.append(
-            f"- Best artifact: **{_cell(best['name'])}** accuracy "
-            f"{fmt_ratio(best['metrics']['accuracy'])}"
+            f"- Best artifact: **{_cell(best['name'])}** {s['metric']} "
+            f"{fmt_ratio(best['metrics'][s['metric']])}"
         )
     if s["smallest"] is not None:
         small = s["smallest"]
@@ -247,7 +273,7 @@ def _training_section(training) -> list[str]:
             else []
         ),  # fmt: skip
         ("best epoch", str(training.get("best_epoch") or DASH)),
-        ("best val accuracy", fmt_ratio(training.get("best_val_accuracy"))),
+        best_row(training),
         ("checkpoint", f"`{training['checkpoint']}`" if training.get("checkpoint") else DASH),
         (
             "history",
@@ -261,6 +287,33 @@ def _training_section(training) -> list[str]:
     if training.get("curves_png"):
         lines += [f"![training curves]({_link(training['curves_png'])})", ""]
     return lines
+
+
+def task_section(section) -> list[str]:
+    """The evaluation section of a task other than classification: the task's own lines
+    (``Task.report_lines``), then its prediction gallery and notes."""
+    if not section:
+        return []
+    from kvision.tasks import get_task
+
+    lines = [f"## Evaluation ({_cell(section.get('split', 'test'))})", ""]
+    lines += get_task(section["name"]).report_lines(section)
+    if section.get("gallery_png"):
+        lines += [f"![predictions]({_link(section['gallery_png'])})", ""]
+    lines += [f"- {_cell(n)}" for n in section.get("notes") or []]
+    if section.get("metrics_json"):
+        lines += [f"Metrics: [{section['metrics_json']}]({_link(section['metrics_json'])})", ""]
+    return lines
+
+
+def best_row(training: Mapping) -> tuple[str, str]:
+    """``("best val accuracy", "0.9225")``, or the monitored value (``best val_loss``) when
+    the task's checkpoint monitor is not an accuracy."""
+    monitor = training.get("monitor")
+    if training.get("best_val_accuracy") is None and monitor and "accuracy" not in monitor:
+        value = training.get("best_monitor_value")
+        return f"best {monitor}", DASH if value is None else f"{value:.4g}"
+    return "best val accuracy", fmt_ratio(training.get("best_val_accuracy"))
 
 
 def _evaluation_section(evaluation) -> list[str]:
@@ -300,17 +353,18 @@ def _evaluation_section(evaluation) -> list[str]:
     return lines
 
 
-def _artifacts_section(artifacts) -> list[str]:
+def _artifacts_section(artifacts, metric: str = "accuracy") -> list[str]:
     lines = ["## Artifacts", ""]
     if not artifacts:
         return lines + ["No artifacts.", ""]
     rows = []
     for a in artifacts:
-        cells = artifact_row(a)
+        cells = artifact_row(a, metric)
         if a["status"] == "failed":
             cells[2] = "**failed**"
         rows.append(cells)
-    lines += [*_table(ARTIFACT_COLUMNS, rows, right=range(3, len(ARTIFACT_COLUMNS))), ""]
+    columns = [metric if c == "accuracy" else c for c in ARTIFACT_COLUMNS]
+    lines += [*_table(columns, rows, right=range(3, len(ARTIFACT_COLUMNS))), ""]
     failed = [a for a in artifacts if a["status"] == "failed"]
     if failed:
         lines += ["Failed artifacts:", ""]
@@ -338,14 +392,16 @@ def compression_rows(report: Mapping) -> list[list[str]]:
     size ratio vs the float32 TFLite, accuracy drop vs the float model and what was measured in
     its weights (int8 sparsity, unique values per channel)."""
     section = report.get("compression") or {}
-    float_acc = section.get("float_accuracy")
+    key = metric_key(report)
+    float_acc = section.get("float_accuracy", section.get("float_metric"))
+    sign = -1.0 if lookup(report, "task", "higher_is_better") is False else 1.0
     rows = []
     for a in report.get("artifacts") or []:
         info = a.get("compression") or {}
         if not info:
             continue
-        acc = lookup(a, "metrics", "accuracy")
-        drop = None if acc is None or float_acc is None else 100 * (float_acc - acc)
+        acc = lookup(a, "metrics", key)
+        drop = None if acc is None or float_acc is None else sign * 100 * (float_acc - acc)
         checks = a.get("checks") or {}
         io = f"{checks['input_dtype']}/{checks['output_dtype']}" if "input_dtype" in checks else ""
         measured = []
@@ -429,14 +485,17 @@ def _compression_section(report: Mapping) -> list[str]:
         return []
     section = section or {}
     lines = ["## Compression", ""]
-    if section.get("float_accuracy") is not None:
+    key = metric_key(report)
+    reference = section.get("float_accuracy", section.get("float_metric"))
+    if reference is not None:
         lines += [
-            f"Drops are against the float model's test accuracy "
-            f"{fmt_ratio(section['float_accuracy'])}; sizes against the float32 .tflite.",
+            f"Drops are against the float model's test {key} "
+            f"{fmt_ratio(reference)}; sizes against the float32 .tflite.",
             "",
         ]
     if rows:
-        lines += [*_table(COMPRESSION_COLUMNS, rows, right=range(2, 6)), ""]
+        columns = [key if c == "accuracy" else c for c in COMPRESSION_COLUMNS]
+        lines += [*_table(columns, rows, right=range(2, 6)), ""]
     distill = distill_line(section.get("distill"))
     if distill:
         lines += [distill, ""]
@@ -451,6 +510,7 @@ def _plots_section(report: Mapping) -> list[str]:
     links = [
         ("training curves", lookup(report, "training", "curves_png")),
         ("confusion matrix", lookup(report, "evaluation", "confusion_matrix_png")),
+        ("predictions", lookup(report, "task", "gallery_png")),
         ("augmentation preview", lookup(report, "augmentation", "preview_png")),
         ("training history (CSV)", lookup(report, "training", "history_csv")),
         ("bad files", lookup(report, "data", "bad_files_path")),

@@ -33,6 +33,7 @@ The full description with an example is in ``docs/report_schema.md``::
       best_val_accuracy   number in [0, 1]        history_csv      path (Keras CSVLogger)
       curves_png          path                    checkpoint       path
       epochs_reason       str (why this many epochs, when train.epochs was auto)
+      monitor             str (the checkpoint's Keras log key)   best_monitor_value  number
     evaluation
       split               str, required ("test")  n                int >= 0
       accuracy            [0, 1], required        macro_f1         [0, 1], required
@@ -41,6 +42,12 @@ The full description with an example is in ``docs/report_schema.md``::
                           required, one per row of confusion_matrix
       confusion_matrix    [[int >= 0]] square, rows = true, cols = predicted, required
       confusion_matrix_png  path                  metrics_json     path
+    task                the evaluation of a task other than classification (kvision.spine)
+      name                str, required           primary_metric   str, required (its key)
+      higher_is_better    bool                    split            str, required
+      n                   int >= 0                metrics          free-form dict, required
+      gallery_png         path                    metrics_json     path
+      notes               [str]
     compression         free-form dict (per-layer quantized/pruned/skipped report)
     artifacts           list, required (may be empty); names unique
       name                str, required           format           str, required
@@ -152,6 +159,8 @@ _TRAINING = {
     "resumed_from_epoch": _F("int", lo=0),
     "best_epoch": _F("int", lo=1),
     "best_val_accuracy": _RATIO,
+    "monitor": _F("str"),
+    "best_monitor_value": _F("number"),
     "history_csv": _F("path"),
     "curves_png": _F("path"),
     "checkpoint": _F("path"),
@@ -174,6 +183,17 @@ _EVALUATION = {
     "confusion_matrix": _F("list", True, items=_F("list", True, items=_F("int", True, lo=0))),
     "confusion_matrix_png": _F("path"),
     "metrics_json": _F("path"),
+}
+_TASK = {
+    "name": _F("str", True),
+    "primary_metric": _F("str", True),
+    "higher_is_better": _F("bool"),
+    "split": _F("str", True),
+    "n": _COUNT,
+    "metrics": _F("free", True),
+    "gallery_png": _F("path"),
+    "metrics_json": _F("path"),
+    "notes": _F("list", items=_F("str", True)),
 }
 _LATENCY = {
     **{k: _MS for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "std_ms")},
@@ -218,6 +238,7 @@ _REPORT = _F(
         "augmentation": _F("dict", fields=_AUGMENTATION),
         "training": _F("dict", fields=_TRAINING),
         "evaluation": _F("dict", fields=_EVALUATION),
+        "task": _F("dict", fields=_TASK),
         "compression": _F("free"),
         "artifacts": _F("list", True, items=_F("dict", True, fields=_ARTIFACT)),
     },

@@ -140,15 +140,67 @@ class Task:
         raise NotImplementedError
 
     def parity(
-        self, reference: dict[str, np.ndarray], outputs: dict[str, np.ndarray], variant: str
+        self,
+        reference: dict[str, np.ndarray],
+        outputs: dict[str, np.ndarray],
+        variant: str,
+        contract=None,
+        min_agreement: float | None = None,
     ) -> Parity:
         """Compare an artifact's outputs with the Keras model's on the same inputs, with the
-        tolerance row of ``variant`` (see :func:`variant_kind`)."""
+        tolerance row of ``variant`` (see :func:`variant_kind`); ``contract`` is the model's
+        (tasks that decode need it), ``min_agreement`` overrides the row's agreement."""
         raise NotImplementedError
 
     def prediction_json(self, prediction, contract) -> dict:
         """One decoded prediction as the JSON ``kvision predict`` writes."""
         raise NotImplementedError
+
+    def draw(self, pixels, prediction, contract, min_score: float = 0.0):
+        """``pixels`` (uint8 ``[H, W, C]``, the original image) with ``prediction`` drawn on
+        it, as uint8 ``[H, W, 3]`` (``kvision predict --out``)."""
+        raise NotImplementedError(f"Task `{self.name}` does not draw its predictions yet.")
+
+    # -- the task pipeline (kvision.spine) -----------------------------------------------------
+    def load_splits(self, data_cfg, seed: int = 0):
+        """The run's splits from ``cfg.data``: an object with ``train``, ``val`` (or None),
+        ``test``, ``labels``, ``num_classes``, ``problems`` (bad input, listed),
+        ``write_problems(path)``, ``notes``, ``test_name`` and ``summary()`` (the report's
+        ``data`` section)."""
+        raise self._not_on_spine()
+
+    def build_model(self, model_cfg, splits):
+        """The configured model with its contract (task, labels, post-processing) attached."""
+        raise self._not_on_spine()
+
+    def datasets(self, cfg, splits, contract, run_dir=None, augment: bool = True):
+        """``(train_ds, val_ds, augmentation report entry)``: batches the compiled loss takes;
+        the augmentation preview goes to ``run_dir`` when given."""
+        raise self._not_on_spine()
+
+    def eval_batches(self, split, contract, batch_size: int = 32):
+        """``(model inputs, targets for the metric)`` batches over ``split``, in order."""
+        raise self._not_on_spine()
+
+    def sample_inputs(self, split, contract, n: int) -> np.ndarray:
+        """The first ``n`` model inputs of ``split`` (parity and calibration samples)."""
+        raise self._not_on_spine()
+
+    def write_gallery(self, run, split, contract, path, n: int = 8):
+        """A PNG of predictions on the first ``n`` images of ``split`` (``run(x)`` gives the
+        named raw outputs)."""
+        raise self._not_on_spine()
+
+    def report_lines(self, section: dict) -> list[str]:
+        """Markdown lines of the report's evaluation section (``section["metrics"]``)."""
+        raise self._not_on_spine()
+
+    def remedy(self, artifact_name: str) -> str:
+        """What to try when a compressed artifact misses the metric floor."""
+        return "fine-tune with QAT instead of PTQ, or keep the layers that lose most in float"
+
+    def _not_on_spine(self) -> NotImplementedError:
+        return NotImplementedError(f"Task `{self.name}` does not run on kvision.spine yet.")
 
     # -- shared helpers ------------------------------------------------------------------------
     def tolerance(self, variant: str) -> Tolerance:

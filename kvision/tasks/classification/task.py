@@ -51,7 +51,10 @@ class ClassificationMetric(StreamingMetric):
         np.add.at(self.confusion, (true_ids, pred_ids), 1)
 
     def result(self) -> dict:
-        return metrics_from_confusion(self.confusion, self.labels)
+        return {
+            **metrics_from_confusion(self.confusion, self.labels),
+            "n": int(self.confusion.sum()),
+        }
 
 
 @register_task("classification")
@@ -108,7 +111,14 @@ class ClassificationTask(Task):
     def metric(self, contract) -> ClassificationMetric:
         return ClassificationMetric(contract.labels)
 
-    def parity(self, reference, outputs, variant: str, min_agreement: float | None = None):
+    def parity(
+        self,
+        reference,
+        outputs,
+        variant: str,
+        contract=None,
+        min_agreement: float | None = None,
+    ):
         """Max/mean absolute difference of the probabilities and top-1 agreement.
 
         A top-1 disagreement where the Keras model's own margin between the two classes is at
@@ -139,6 +149,42 @@ class ClassificationTask(Task):
                 f"top-1 agreement {agree:.2%} ({ties} near-ties excused) < required {need:.2%}"
             )
         return Parity(not reasons, checks, reasons)
+
+    # -- the task pipeline: kvision.tasks.classification.stages ----------------------------------
+    def load_splits(self, data_cfg, seed: int = 0):
+        from kvision.tasks.classification import stages
+
+        return stages.load_splits(data_cfg, seed)
+
+    def build_model(self, model_cfg, splits):
+        from kvision.tasks.classification import stages
+
+        return stages.build_model(model_cfg, splits)
+
+    def datasets(self, cfg, splits, contract, run_dir=None, augment: bool = True):
+        from kvision.tasks.classification import stages
+
+        return stages.datasets(cfg, splits, contract, run_dir, augment)
+
+    def eval_batches(self, split, contract, batch_size: int = 32):
+        from kvision.tasks.classification import stages
+
+        return stages.eval_batches(split, contract, batch_size)
+
+    def sample_inputs(self, split, contract, n: int):
+        from kvision.tasks.classification import stages
+
+        return stages.sample_inputs(split, contract, n)
+
+    def write_gallery(self, run, split, contract, path, n: int = 16):
+        from kvision.tasks.classification import stages
+
+        return stages.write_gallery(run, split, contract, path, n)
+
+    def report_lines(self, section: dict) -> list[str]:
+        from kvision.tasks.classification import stages
+
+        return stages.report_lines(section)
 
     def prediction_json(self, prediction, contract, top_k: int = 3) -> dict:
         probs = np.asarray(prediction["probabilities"])

@@ -68,20 +68,30 @@ def detection_dataset(
     Args:
         dataset: a :class:`~kvision.tasks.detection.example.DetectionDataset`.
         contract: the model's input contract (size, channels, scale, offset).
-        anchors: float32 ``[A, 4]`` normalized xyxy (``generate_anchors``).
+        anchors: float32 ``[A, 4]`` normalized xyxy (``generate_anchors``); used with
+            ``encode_options`` only, else the contract's own (``contract_anchors``).
         batch_size: images per batch (default 32); the last batch may be smaller.
         augmenter: a ``DetectionAugmenter`` (``build_detection_augmenter``) or ``None``.
         shuffle: reshuffle every epoch (training).
         seed: shuffle seed.
-        encode_options: keyword options of ``encode_targets_tf`` (IoU thresholds, variances).
+        encode_options: keyword options of ``encode_targets_tf`` (IoU thresholds, variances)
+            for the anchor head; default: the contract's head's own assignment.
         cache: keep decoded images in memory.
 
     Returns:
         ``(images float32 [B, H, W, C], {"class_logits": int32 [B, A], "box_deltas": float32
         [B, A, 5]})`` batches.
     """
-    anchors = tf.constant(anchors, tf.float32)
-    options = dict(encode_options or {})
+    if encode_options:
+        anchors = tf.constant(anchors, tf.float32)
+        options = dict(encode_options)
+
+        def encode(boxes, classes):
+            return encode_targets_tf(boxes, classes, anchors, **options)
+    else:  # the contract's head picks the assignment (anchor IoU matching or grid cells)
+        from kvision.tasks.detection.task import target_encoder
+
+        encode = target_encoder(contract)
     ds = example_dataset(dataset, contract, cache)
     if shuffle:
         ds = ds.shuffle(max(1, len(dataset.examples)), seed=seed, reshuffle_each_iteration=True)
@@ -91,7 +101,7 @@ def detection_dataset(
     scale, offset = 255.0 * contract.scale, contract.offset
 
     def targets(image, boxes, classes):
-        t = encode_targets_tf(boxes, classes, anchors, **options)
+        t = encode(boxes, classes)
         positive = tf.cast(t["class_targets"] >= 0, tf.float32)[:, None]
         return image * scale + offset, {
             CLASS_OUTPUT: t["class_targets"],

@@ -12,6 +12,7 @@ from kvision.backbones import build_backbone
 from kvision.errors import InputValueError
 from kvision.models.contract import InputContract, attach_contract
 from kvision.tasks.detection.anchors import AnchorConfig
+from kvision.tasks.detection.grid import GridConfig
 from kvision.tasks.detection.task import DEFAULT_POSTPROCESS, DetectionTask
 
 #: the backbones' classification 1x1 "head" conv is left out under a detection neck
@@ -27,7 +28,9 @@ def build_detector(
     channels: int = 64,
     depth: int = 2,
     postprocess: dict | None = None,
-    name: str = "retinanet_lite",
+    name: str | None = None,
+    head: str = "anchors",
+    grid_config=None,
 ):
     """A RetinaNet-style one-stage detector with its detection contract attached.
 
@@ -41,7 +44,11 @@ def build_detector(
         depth: separable conv blocks per head subnet (default 2).
         postprocess: overrides of the decoding parameters (score / IoU thresholds, max
             detections), stored in the contract.
-        name: the model's name.
+        name: the model's name (default ``retinanet_lite`` / ``grid_detector``).
+        head: ``"anchors"`` (default: RetinaNet-style, ``anchor_config``) or ``"grid"``
+            (anchor-free, one prediction per cell, FCOS / YOLOX-style assignment:
+            :mod:`kvision.tasks.detection.grid`, ``grid_config``).
+        grid_config: a ``GridConfig`` or its dict (default ``GridConfig()``), for ``grid``.
 
     Returns:
         A tf_keras model with outputs ``{"class_logits", "box_deltas"}`` and
@@ -59,11 +66,23 @@ def build_detector(
         if isinstance(anchor_config, dict)
         else anchor_config or AnchorConfig()
     )
+    if head not in ("anchors", "grid"):
+        raise InputValueError(f"`head` should be 'anchors' or 'grid'. Received: head={head!r}")
+    post = {**DEFAULT_POSTPROCESS, **(postprocess or {}), "head": head}
+    if head == "grid":
+        config = (
+            GridConfig.from_dict(grid_config)
+            if isinstance(grid_config, dict)
+            else grid_config or GridConfig()
+        )
+        post["grid"] = config.to_dict()
+    else:
+        post["anchors"] = config.to_dict()
     options = {**_NO_HEAD.get(backbone, {}), **(backbone_options or {})}
     inputs = keras.Input((h, w, c), name="images")
     features = build_backbone(backbone, inputs, **options)
     outputs = DetectionTask().build_head(features, len(labels), config, channels, depth)
-    model = keras.Model(inputs, outputs, name=name)
-    post = {**DEFAULT_POSTPROCESS, **(postprocess or {}), "anchors": config.to_dict()}
+    default_name = "grid_detector" if head == "grid" else "retinanet_lite"
+    model = keras.Model(inputs, outputs, name=name or default_name)
     contract = InputContract(h, w, c, labels=labels, task="detection", postprocess=post)
     return attach_contract(model, contract)

@@ -207,6 +207,7 @@ def postprocess(
     pre_nms_top_k: int = 1000,
     variances: Sequence[float] = DEFAULT_VARIANCES,
     from_logits: bool = False,
+    box_decoder=None,
 ) -> Detections:
     """RetinaNet-style decoding of one image's raw head outputs (Lin et al. 2017).
 
@@ -234,6 +235,9 @@ def postprocess(
         pre_nms_top_k: most candidates entering NMS, >= 1 (default 1000).
         variances: encoding variances (default ``(0.1, 0.1, 0.2, 0.2)``).
         from_logits: apply a sigmoid to ``class_probs`` first (default False).
+        box_decoder: ``(deltas [K, 4], anchors [K, 4]) -> normalized xyxy boxes [K, 4]`` for
+            another box coding (the grid head's distances: ``grid.decode_ltrb``); default: the
+            SSD centre-size decoding with ``variances``.
 
     Returns:
         :class:`Detections` sorted by decreasing score; boxes in pixels.
@@ -275,7 +279,10 @@ def postprocess(
     top = np.argsort(-scores, kind="stable")[:pre_nms_top_k]
     anchor_idx, class_idx, scores = anchor_idx[top], class_idx[top], scores[top]
 
-    boxes = decode(deltas[anchor_idx], anchors[anchor_idx], variances)
+    if box_decoder is None:
+        boxes = decode(deltas[anchor_idx], anchors[anchor_idx], variances)
+    else:
+        boxes = np.asarray(box_decoder(deltas[anchor_idx], anchors[anchor_idx]), np.float32)
     boxes = clip_boxes(boxes * np.float32([width, height, width, height]), width, height)
     inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     boxes, scores, class_idx = boxes[inside], scores[inside], class_idx[inside]

@@ -40,20 +40,49 @@ def postprocess_options(contract) -> dict:
     return {**DEFAULT_POSTPROCESS, **(getattr(contract, "postprocess", None) or {})}
 
 
+def head_type(contract) -> str:
+    """``"anchors"`` (RetinaNet-style, the default) or ``"grid"`` (anchor-free, one cell per
+    location: :mod:`kvision.tasks.detection.grid`)."""
+    return postprocess_options(contract).get("head", "anchors")
+
+
 def contract_anchors(contract) -> np.ndarray:
-    """The anchors of a detector's contract: float32 ``[A, 4]`` normalized xyxy (computed once
-    per input size and anchor config, then shared: do not modify the array)."""
-    config = postprocess_options(contract).get("anchors", {})
-    return _anchors(contract.height, contract.width, json.dumps(config, sort_keys=True))
+    """The anchors of a detector's contract: float32 ``[A, 4]`` normalized xyxy, one row per
+    prediction (the grid head's cells for ``head: grid``); computed once per input size and
+    config, then shared: do not modify the array."""
+    options = postprocess_options(contract)
+    kind = head_type(contract)
+    config = options.get("grid" if kind == "grid" else "anchors", {})
+    return _anchors(contract.height, contract.width, kind, json.dumps(config, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=8)
-def _anchors(height: int, width: int, config_json: str) -> np.ndarray:
+def _anchors(height: int, width: int, kind: str, config_json: str) -> np.ndarray:
     from kvision.tasks.detection.anchors import AnchorConfig, generate_anchors
+    from kvision.tasks.detection.grid import GridConfig, grid_cells
 
-    anchors = generate_anchors((height, width), AnchorConfig.from_dict(json.loads(config_json)))
+    config = json.loads(config_json)
+    if kind == "grid":
+        anchors = grid_cells((height, width), GridConfig.from_dict(config))
+    else:
+        anchors = generate_anchors((height, width), AnchorConfig.from_dict(config))
     anchors.setflags(write=False)
     return anchors
+
+
+def target_encoder(contract):
+    """``(boxes [N, 4] normalized, classes [N]) -> {"box_targets", "class_targets"}`` in graph
+    mode, for the contract's head (``tf.data`` map function of the training pipeline)."""
+    anchors = contract_anchors(contract)
+    if head_type(contract) == "grid":
+        from kvision.tasks.detection.grid import GridConfig, encode_grid_targets_tf
+
+        config = GridConfig.from_dict(postprocess_options(contract).get("grid", {}))
+        return lambda boxes, classes: encode_grid_targets_tf(boxes, classes, anchors, config)
+    from kvision.tasks.detection.anchors import encode_targets_tf
+
+    variances = postprocess_options(contract)["variances"]
+    return lambda boxes, classes: encode_targets_tf(boxes, classes, anchors, variances=variances)
 
 
 def decode_batch(outputs: dict, contract, image_sizes) -> list:
@@ -75,6 +104,9 @@ def decode_batch(outputs: dict, contract, image_sizes) -> list:
     if len(sizes) == 2 and np.isscalar(sizes[0]):
         sizes = [tuple(sizes)] * len(logits)
     probs = 1.0 / (1.0 + np.exp(-logits))
+    decoder = None
+    if head_type(contract) == "grid":
+        from kvision.tasks.detection.grid import decode_ltrb as decoder
     return [
         postprocess(
             probs[i],
@@ -86,6 +118,7 @@ def decode_batch(outputs: dict, contract, image_sizes) -> list:
             max_detections=opts["max_detections"],
             pre_nms_top_k=opts["pre_nms_top_k"],
             variances=opts["variances"],
+            box_decoder=decoder,
         )
         for i in range(len(logits))
     ]
@@ -143,12 +176,17 @@ class DetectionTask(Task):
     }
 
     def build_head(self, features, num_classes: int, anchor_config=None, channels=64, depth=2, **_):
+        """The pyramid and the class / box subnets: ``anchor_config`` an ``AnchorConfig``
+        (RetinaNet-style, 9 anchors per location by default) or a ``GridConfig`` (anchor-free
+        grid head, one prediction per location)."""
         from kvision.tasks.detection.anchors import AnchorConfig, anchors_per_location
+        from kvision.tasks.detection.grid import GridConfig
         from kvision.tasks.detection.heads import pyramid, retina_head
 
         config = anchor_config or AnchorConfig()
+        per_location = 1 if isinstance(config, GridConfig) else anchors_per_location(config)
         levels = pyramid(features, config.strides, channels)
-        return retina_head(levels, num_classes, anchors_per_location(config), channels, depth)
+        return retina_head(levels, num_classes, per_location, channels, depth)
 
     def compile_args(self, train_cfg, num_classes: int) -> dict:
         from kvision.tasks.detection.losses import BoxLoss, FocalLoss
@@ -209,6 +247,57 @@ class DetectionTask(Task):
 
     def prediction_json(self, prediction, contract) -> dict:
         return {"detections": prediction.to_json(contract.labels)}
+
+    def draw(self, pixels, prediction, contract, min_score: float = 0.0):
+        from kvision.tasks.detection.draw import draw_boxes
+
+        keep = prediction.scores >= min_score
+        return draw_boxes(pixels, prediction.boxes[keep], prediction.classes[keep],
+                          contract.labels, prediction.scores[keep])  # fmt: skip
+
+    # -- the task pipeline: kvision.tasks.detection.stages ---------------------------------------
+    def load_splits(self, data_cfg, seed: int = 0):
+        from kvision.tasks.detection import stages
+
+        return stages.load_splits(data_cfg, seed)
+
+    def build_model(self, model_cfg, splits):
+        from kvision.tasks.detection import stages
+
+        return stages.build_model(model_cfg, splits)
+
+    def datasets(self, cfg, splits, contract, run_dir=None, augment: bool = True):
+        from kvision.tasks.detection import stages
+
+        return stages.datasets(cfg, splits, contract, run_dir, augment)
+
+    def eval_batches(self, split, contract, batch_size: int = 32):
+        from kvision.tasks.detection import stages
+
+        return stages.eval_batches(split, contract, batch_size)
+
+    def sample_inputs(self, split, contract, n: int):
+        from kvision.tasks.detection import stages
+
+        return stages.sample_inputs(split, contract, n)
+
+    def write_gallery(self, run, split, contract, path, n: int = 8):
+        from kvision.tasks.detection import stages
+
+        return stages.write_gallery(run, split, contract, path, n)
+
+    def report_lines(self, section: dict) -> list[str]:
+        from kvision.tasks.detection import stages
+
+        return stages.report_lines(section)
+
+    def remedy(self, artifact_name: str) -> str:
+        if "qat" in artifact_name:
+            return "train QAT longer (compress.qat.epochs) or at a lower learning rate"
+        return (
+            "use QAT (compress.techniques includes qat): it recovers what post-training "
+            "calibration of the class and box heads loses"
+        )
 
 
 def detection_agreement(reference: list, outputs: list, score: float = PARITY_SCORE):

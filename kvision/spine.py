@@ -1,0 +1,448 @@
+"""The task pipeline: train -> evaluate -> export -> compress -> benchmark -> report for a
+registered :class:`~kvision.tasks.Task`, asking the task for everything that differs.
+
+Nothing here branches on a task's name. The task gives the splits, the model (with its contract),
+the training pipelines, evaluation batches, the streamed metric, the parity check between Keras
+and an artifact (on decoded outputs, with its per-variant tolerance table), the gallery and its
+report section; this module owns the run directory, ``fit``, export, PTQ/QAT, verification,
+the metric floor, latency and the report frame. Artifacts run through :mod:`kvision.runtime`
+(one LiteRT / SavedModel path, outputs by name)::
+
+    from kvision.config import load_config
+    from kvision.spine import run_task_pipeline
+    report = run_task_pipeline(load_config(overrides=["task=detection", "data.path=data/det"]))
+
+``kvision pipeline task=detection ...`` calls it. Classification still runs through
+:mod:`kvision.workflow`'s own stages (its measured main job), which ask the same task object.
+Compression here is post-training quantization (``ptq``) and quantization-aware training
+(``qat``); other configured techniques are listed in the report as not run, with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kvision.config import PipelineConfig
+from kvision.io import atomic_write_json
+
+#: compression techniques the task pipeline runs
+SPINE_TECHNIQUES = ("ptq", "qat")
+_NOT_RUN = (
+    "not run by the task pipeline yet: pruning, clustering and distillation fine-tune with "
+    "kvision.compress's classification losses"
+)
+
+
+@dataclass
+class TaskRun:
+    """What training leaves behind: the best model, its contract, the splits and the pipelines."""
+
+    task: object
+    model: object
+    contract: object
+    splits: object
+    fit: object
+    augment: dict
+    train_ds: object
+    val_ds: object
+    wall_s: float
+    epochs: int
+    epochs_reason: str | None = None
+
+
+def named(cfg: PipelineConfig) -> PipelineConfig:
+    """``cfg`` with the default run name replaced by ``<task>_<model.name>``."""
+    default = PipelineConfig().name
+    if cfg.name == default and cfg.task != "classification":
+        return dataclasses.replace(cfg, name=f"{cfg.task}_{cfg.model.name}")
+    return cfg
+
+
+def keras_runner(model):
+    """``x -> {output name: float32 array}`` of a tf_keras model (compiled once)."""
+    import tensorflow as tf
+
+    from kvision.export.saved_model import output_names
+
+    names = output_names(model)
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def run(x):
+        y = fn(tf.convert_to_tensor(x, tf.float32))
+        if isinstance(y, dict):
+            return {str(k): v.numpy() for k, v in y.items()}
+        ys = y if isinstance(y, list | tuple) else [y]
+        return {n: v.numpy() for n, v in zip(names, ys, strict=True)}
+
+    return run
+
+
+def score(task, contract, batches, run) -> dict:
+    """Stream ``task.metric`` over ``(inputs, targets)`` batches through ``run``."""
+    metric = task.metric(contract)
+    for x, targets in batches:
+        metric.update(run(x), targets)
+    return metric.result()
+
+
+# -- stages -------------------------------------------------------------------------------------
+def train(task, cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> TaskRun:
+    """Prepare the run directory, read the splits, build and fit the model (resumable; a
+    finished training of this config is reused) and load its best checkpoint."""
+    from kvision._keras import keras
+    from kvision.auto import AUTO, choose_epochs
+    from kvision.train import fit, training_done
+    from kvision.workflow import prepare_run_dir
+
+    t0 = time.perf_counter()
+    run_dir = prepare_run_dir(cfg, fresh=fresh)
+    keras.utils.set_random_seed(cfg.train.seed)
+    splits = task.load_splits(cfg.data, cfg.train.seed)
+    if splits.problems:
+        splits.write_problems(run_dir / "bad_files.csv")
+    model = task.build_model(cfg.model, splits)
+    contract = model.kvision_contract
+    contract.save(run_dir / "checkpoints")
+    train_ds, val_ds, augment = task.datasets(cfg, splits, contract, run_dir)
+    train_cfg, reason = cfg.train, None
+    if cfg.train.epochs == AUTO:
+        n = len(getattr(splits.train, "examples", splits.train))
+        choice = choose_epochs(n, cfg.data.batch_size)
+        train_cfg, reason = dataclasses.replace(cfg.train, epochs=choice.value), choice.reason
+    result = training_done(run_dir)
+    if result is None:
+        result = fit(model, train_ds, val_ds, train_cfg, run_dir, verbose=verbose, task=task)
+    else:
+        print(f"Training in {run_dir} already finished; reusing its checkpoint (--fresh: again).")
+    if Path(result.checkpoint).is_file():
+        model.load_weights(result.checkpoint)
+    wall = time.perf_counter() - t0
+    return TaskRun(task, model, contract, splits, result, augment, train_ds, val_ds, wall,
+                   train_cfg.epochs, reason)  # fmt: skip
+
+
+def evaluate(run: TaskRun, cfg: PipelineConfig) -> dict:
+    """The task's metric on the test split (streamed), ``metrics.json``, the prediction gallery
+    and the training curves; returns the report's ``task`` section."""
+    from kvision.evaluate import plot_training_curves
+
+    task, run_dir = run.task, cfg.run_dir
+    keras_run = keras_runner(run.model)
+    split = run.splits.test
+    metrics = score(task, run.contract, task.eval_batches(split, run.contract), keras_run)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    task.write_gallery(keras_run, split, run.contract, run_dir / "predictions.png")
+    if run.fit.history_csv and Path(run.fit.history_csv).is_file():
+        plot_training_curves(run.fit.history_csv, run_dir / "training_curves.png")
+    return {
+        "name": task.name,
+        "primary_metric": task.primary_metric,
+        "higher_is_better": task.higher_is_better,
+        "split": run.splits.test_name,
+        "n": int(metrics.get("n") or 0),
+        "metrics": metrics,
+        "gallery_png": "predictions.png",
+        "metrics_json": "metrics.json",
+        "notes": list(run.splits.notes),
+    }
+
+
+def verify(run: TaskRun, path, fmt: str, name: str, variant: str, samples, reference):
+    """An :class:`~kvision.export.Artifact` for the file at ``path``: ops (no Flex / custom),
+    named I/O and the task's parity with the Keras outputs ``reference`` on ``samples``."""
+    from kvision.export.artifact import Artifact, gzip_size, path_size, short_reason
+    from kvision.runtime import open_runtime, split_ops, tflite_op_names
+
+    checks = {"variant": variant, "n_samples": int(len(samples))}
+    status, reason = "ok", ""
+    try:
+        if fmt == "tflite":
+            ops = tflite_op_names(path)
+            flex, custom = split_ops(ops)
+            checks.update(ops=ops, flex_ops=flex, custom_ops=custom)
+            if flex or custom:
+                raise ValueError(f"needs non-builtin ops: {flex + custom}")
+        rt = open_runtime(path, "litert" if fmt == "tflite" else "tf_cpu")
+        rt.load()
+        checks["inputs"] = [[t.name, str(t.dtype)] for t in rt.inputs]
+        checks["outputs"] = [[t.name, str(t.dtype)] for t in rt.outputs]
+        outputs = rt.run(samples)
+        rt.close()
+        parity = run.task.parity(reference, outputs, variant, contract=run.contract)
+        checks.update(parity.checks)
+        if not parity.ok:
+            status, reason = "failed", parity.reason
+    except Exception as exc:  # an artifact that cannot be checked is a failed row, not a crash
+        status, reason = "failed", short_reason(exc)
+    checks["exported"] = Path(path).exists()
+    return Artifact(name, fmt, str(path), path_size(path), gzip_size(path), status, reason, checks)
+
+
+def _samples(run: TaskRun, n: int):
+    split = run.splits.val if run.splits.val is not None else run.splits.test
+    samples = run.task.sample_inputs(split, run.contract, n)
+    return samples, keras_runner(run.model)(samples)
+
+
+def export(run: TaskRun, cfg: PipelineConfig) -> list:
+    """SavedModel (TF Serving layout) and float32 ``.tflite`` in ``<run>/export``, each checked
+    with the task's parity on validation images."""
+    from kvision.export.artifact import Artifact, short_reason
+    from kvision.export.converter import convert_tflite
+    from kvision.export.saved_model import export_saved_model
+
+    out = cfg.run_dir / "export"
+    samples, reference = _samples(run, cfg.export.verify_samples)
+    artifacts = []
+    name = cfg.export.model_name
+    if "saved_model" in cfg.export.formats:
+        try:
+            path = export_saved_model(run.model, out / "saved_model", name, cfg.export.version,
+                                      run.contract, overwrite=True)  # fmt: skip
+            artifacts.append(
+                verify(run, path, "saved_model", "saved_model", "saved_model", samples, reference)
+            )
+        except Exception as exc:
+            artifacts.append(Artifact.failed("saved_model", "saved_model", out, short_reason(exc)))
+    if "tflite" in cfg.export.formats:
+        path = out / "tflite" / f"{name}_float32.tflite"
+        try:
+            convert_tflite(run.model, path, "float32", contract=run.contract, overwrite=True)
+            artifacts.append(verify(run, path, "tflite", "float32", "float32", samples, reference))
+        except Exception as exc:
+            artifacts.append(Artifact.failed("float32", "tflite", path, short_reason(exc)))
+    return artifacts
+
+
+def compress(run: TaskRun, cfg: PipelineConfig, keras_value: float, verbose="auto"):
+    """PTQ variants and QAT of the trained model into ``<run>/compress``, each verified with the
+    task's parity, scored with its metric on the test split and gated by the metric floor
+    (``compress.accuracy_floor`` points of the primary metric); a miss names the remedy.
+
+    Returns:
+        ``(artifacts, section)``: the compressed artifacts and the report's ``compression``
+        section (per-layer QAT report, times, techniques not run and why).
+    """
+    from kvision._keras import fit_verbosity
+    from kvision.config import TrainConfig
+    from kvision.export.artifact import Artifact, short_reason
+    from kvision.export.converter import VARIANTS, convert_tflite
+
+    c, task = cfg.compress, run.task
+    out = cfg.run_dir / "compress" / "tflite"
+    samples, reference = _samples(run, c.verify_samples)
+    n_calib = max(c.ptq.calibration_samples, c.qat.calibration_samples)
+    calibration = task.sample_inputs(run.splits.train, run.contract, n_calib)
+    section = {"primary_metric": task.primary_metric, "float_metric": keras_value,
+               "accuracy_floor": c.accuracy_floor, "layer_reports": [], "wall_time_s": {},
+               "errors": {}}  # fmt: skip
+    for technique in c.techniques:
+        if technique not in SPINE_TECHNIQUES:
+            section["errors"][technique] = _NOT_RUN
+    artifacts = []
+
+    def convert(model, name, variant, technique):
+        path = out / f"{c.model_name}_{name}.tflite"
+        calib = calibration if VARIANTS[variant].needs_representative_data else None
+        try:
+            convert_tflite(model, path, variant, representative_data=calib, contract=run.contract,
+                           overwrite=True, max_calibration_samples=n_calib)  # fmt: skip
+            art = verify(run, path, "tflite", name, variant, samples, reference)
+        except Exception as exc:
+            art = Artifact.failed(name, "tflite", path, short_reason(exc), {"variant": variant})
+        art.compression = {"technique": technique, "variant": variant}
+        artifacts.append(art)
+
+    if "ptq" in c.techniques:
+        t = time.perf_counter()
+        for variant in c.ptq.variants:
+            convert(run.model, f"ptq_{variant}", variant, "ptq")
+        section["wall_time_s"]["ptq"] = round(time.perf_counter() - t, 1)
+    if "qat" in c.techniques:
+        from kvision.compress.qat import quantize_model
+        from kvision.models.contract import attach_contract
+        from kvision.train.fit import compile_model
+
+        t = time.perf_counter()
+        qat, report = quantize_model(run.model, skip_layers=c.qat.skip_layers)
+        attach_contract(qat, run.contract)
+        section["layer_reports"].append(
+            {"technique": report.technique, "message": report.message, "summary": report.summary()}
+        )
+        qcfg = TrainConfig(epochs=c.qat.epochs, learning_rate=c.qat.learning_rate,
+                           warmup_epochs=0.0, seed=c.seed)  # fmt: skip
+        steps = c.steps_per_epoch or max(1, int(run.train_ds.cardinality()))
+        compile_model(qat, qcfg, steps, task)
+        train_ds = task.training_targets(run.train_ds, qcfg, qat)
+        if c.steps_per_epoch:
+            train_ds = train_ds.repeat()
+        qat.fit(train_ds, epochs=c.qat.epochs, steps_per_epoch=c.steps_per_epoch,
+                verbose=fit_verbosity(verbose))  # fmt: skip
+        for variant in c.qat.outputs:
+            convert(qat, f"qat_{variant}", variant, "qat")
+        section["wall_time_s"]["qat"] = round(time.perf_counter() - t, 1)
+
+    t = time.perf_counter()
+    for art in artifacts:
+        if Path(art.path).is_file():
+            _score_artifact(run, art, keras_value, c.accuracy_floor)
+    section["wall_time_s"]["evaluate"] = round(time.perf_counter() - t, 1)
+    atomic_write_json(cfg.run_dir / "compress" / "compress_report.json",
+                      {**section, "artifacts": [a.to_dict() for a in artifacts]})  # fmt: skip
+    return artifacts, section
+
+
+def _score_artifact(run: TaskRun, art, keras_value: float, floor_points: float) -> None:
+    """The primary metric of an artifact on the test split, and the floor: more than
+    ``floor_points`` points (x100) worse than the float model fails the row and names a remedy.
+    """
+    from kvision.export.artifact import short_reason
+    from kvision.runtime import open_runtime
+
+    task, key = run.task, run.task.primary_metric
+    try:
+        rt = open_runtime(art.path, "litert" if art.format == "tflite" else "tf_cpu")
+        rt.load()
+        batches = task.eval_batches(run.splits.test, run.contract)
+        metrics = score(task, run.contract, batches, rt.run)
+        rt.close()
+    except Exception as exc:
+        if art.ok:
+            art.status, art.reason = "failed", f"scoring failed: {short_reason(exc)}"
+        return
+    value = metrics.get(key)
+    art.metrics.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    if value is None:
+        return
+    art.metrics["delta_vs_keras"] = value - keras_value
+    drop = 100.0 * task.drop(keras_value, value)
+    art.checks["metric_drop_points"] = round(drop, 3)
+    if drop > floor_points and art.ok:
+        art.status = "failed"
+        art.reason = (
+            f"{key} {value:.4f} is {drop:.2f} points below the float model's {keras_value:.4f} "
+            f"(floor {floor_points:g}); remedy: {task.remedy(art.name)}"
+        )
+
+
+def benchmark(run: TaskRun, artifacts, cfg: PipelineConfig, keras_value: float) -> list[dict]:
+    """Batch-1 latency of the Keras model and of every artifact that exported; the float
+    exports are scored here (compressed ones were scored by :func:`compress`). Returns rows."""
+    from kvision.evaluate import measure_latency
+    from kvision.export.artifact import gzip_size, short_reason
+    from kvision.runtime import open_runtime
+
+    b, key = cfg.benchmark, run.task.primary_metric
+    one = np.zeros((1, *run.contract.shape), np.float32)
+    for art in artifacts:
+        if not Path(art.path).exists():
+            continue
+        if key not in art.metrics:
+            _score_artifact(run, art, keras_value, float("inf"))
+        try:
+            runtime = "litert" if art.format == "tflite" else "tf_cpu"
+            rt = open_runtime(art.path, runtime, threads=b.threads if runtime == "litert" else None)
+            rt.load()
+            art.latency = measure_latency(lambda v, r=rt: r.run(v), one, warmup=b.warmup,
+                                          runs=b.runs)  # fmt: skip
+            art.latency.update(runtime=runtime)
+            if runtime == "litert":
+                art.latency["threads"] = b.threads
+            rt.close()
+        except Exception as exc:
+            art.status, art.reason = "failed", f"benchmark failed: {short_reason(exc)}"
+    keras_run = keras_runner(run.model)
+    checkpoint = Path(run.fit.checkpoint)
+    size = checkpoint.stat().st_size if checkpoint.is_file() else 0
+    keras_row = {
+        "name": "keras", "format": "keras", "path": str(checkpoint), "size_bytes": size,
+        "gzip_bytes": gzip_size(checkpoint) if size else 0, "status": "ok", "reason": "",
+        "metrics": {key: keras_value, "delta_vs_keras": 0.0},
+        "latency": measure_latency(keras_run, one, warmup=b.warmup, runs=b.runs),
+        "checks": {},
+    }  # fmt: skip
+    return [keras_row, *(a.to_dict() for a in artifacts)]
+
+
+def run_task_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> dict:
+    """train -> evaluate -> export -> compress -> benchmark -> report for ``cfg.task``.
+
+    The report (``report.json`` / ``.md`` / ``.html``) is written after export and after every
+    later stage (``run.in_progress`` names the stage still running). Returns the report dict.
+    """
+    from kvision.report import write_report
+    from kvision.tasks import get_task
+
+    task = get_task(cfg.task)
+    cfg = named(cfg)
+    t_start = time.perf_counter()
+    walls = {}
+    run = train(task, cfg, fresh=fresh, verbose=verbose)
+    walls["train"] = run.wall_s
+    t = time.perf_counter()
+    evaluation = evaluate(run, cfg)
+    walls["evaluate"] = time.perf_counter() - t
+    keras_value = evaluation["metrics"][task.primary_metric]
+    t = time.perf_counter()
+    artifacts = export(run, cfg)
+    walls["export"] = time.perf_counter() - t
+
+    def write(stage, rows, compression=None):
+        walls["total"] = time.perf_counter() - t_start
+        report = _report(cfg, run, evaluation, walls, rows, compression, stage)
+        write_report(report, cfg.run_dir)
+        return report
+
+    compression = None
+    if cfg.compress.enabled and cfg.compress.techniques:
+        write("compress", [a.to_dict() for a in artifacts])
+        t = time.perf_counter()
+        compressed, compression = compress(run, cfg, keras_value, verbose=verbose)
+        artifacts = [*artifacts, *compressed]
+        walls["compress"] = time.perf_counter() - t
+    rows = [a.to_dict() for a in artifacts]
+    if cfg.benchmark.enabled:
+        write("benchmark", rows, compression)
+        t = time.perf_counter()
+        rows = benchmark(run, artifacts, cfg, keras_value)
+        walls["benchmark"] = time.perf_counter() - t
+    return write(None, rows, compression)
+
+
+def _report(cfg, run: TaskRun, evaluation, walls, rows, compression, in_progress) -> dict:
+    from kvision.config import to_dict
+    from kvision.workflow import _relative, run_info
+
+    run_dir = cfg.run_dir
+    for row in rows:
+        row["path"] = _relative(row["path"], run_dir)
+    data = run.splits.summary()
+    data["bad_files_path"] = "bad_files.csv" if run.splits.problems else None
+    fit = run.fit
+    return {
+        "schema_version": 1,
+        "run": run_info(cfg, walls, in_progress),
+        "config": to_dict(cfg),
+        "data": data,
+        "augmentation": run.augment,
+        "training": {
+            "epochs": run.epochs,
+            "epochs_reason": run.epochs_reason,
+            "epochs_run": fit.epochs_run,
+            "resumed_from_epoch": fit.resumed_from_epoch,
+            "best_epoch": fit.best_epoch,
+            "monitor": fit.monitor,
+            "best_monitor_value": fit.best_value,
+            "history_csv": _relative(fit.history_csv, run_dir),
+            "curves_png": "training_curves.png",
+            "checkpoint": _relative(fit.checkpoint, run_dir),
+        },
+        "task": evaluation,
+        "compression": compression,
+        "artifacts": rows,
+    }

@@ -1,0 +1,305 @@
+"""What the task pipeline (:mod:`kvision.spine`) asks the detection task for: splits, model,
+training pipelines, evaluation batches, the report section and the prediction gallery.
+
+``data.path`` is either a folder holding one dataset per split (``train/``, optional ``val/``
+and ``test/``, each in any layout :func:`~kvision.tasks.detection.formats.read_detection_dataset`
+reads, e.g. the output of ``tools/make_detection_data.py``) or a single dataset, from which
+``data.val_split`` of the images is held out (seeded); ``data.test_path`` then names the test
+set (default: the validation images). Every annotation a reader fixed or left out is written to
+``<run>/bad_files.csv`` and counted in the report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from kvision.errors import InputValueError
+
+SPLITS = ("train", "val", "test")
+#: classification datasets: under ``task=detection`` only the default one is accepted (as auto)
+_CLASSIFICATION_DATASETS = ("mnist", "folder", "npz")
+
+
+@dataclass
+class DetectionSplits:
+    """The three splits of a detection run (``val``/``test`` may be the same dataset)."""
+
+    train: object
+    val: object | None
+    test: object | None
+    source: str
+    format: str
+    problems: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.train.labels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.labels)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the first training image (the default input size)."""
+        ex = self.train.examples[0]
+        return int(ex.height), int(ex.width)
+
+    @property
+    def test_name(self) -> str:
+        return "test" if self.test is not self.val else "val"
+
+    def write_problems(self, path) -> Path:
+        """Every annotation the readers fixed or skipped, as CSV (``file,item,reason,...``)."""
+        from kvision.tasks.detection.example import write_problems
+
+        return write_problems(self.problems, path)
+
+    def summary(self) -> dict:
+        counts = {"train": len(self.train.examples)}
+        for name in ("val", "test"):
+            split = getattr(self, name)
+            counts[name] = len(split.examples) if split is not None else 0
+        return {
+            "dataset": self.format,
+            "source": self.source,
+            "num_classes": self.num_classes,
+            "labels": self.labels,
+            "splits": counts,
+            "bad_files": len(self.problems),
+        }
+
+
+def load_splits(data_cfg, seed: int = 0) -> DetectionSplits:
+    """Read the detection splits named by ``data_cfg`` (module docstring).
+
+    Raises:
+        InputValueError: no ``data.path``, a classification dataset name, or splits whose label
+            sets differ.
+        FileNotFoundError: ``data.path`` / ``data.test_path`` missing (the message says how to
+            generate a dataset).
+        kvision.tasks.detection.formats.DetectionDataError: not a detection dataset.
+    """
+    from kvision.tasks.detection.formats import read_detection_dataset
+
+    if data_cfg.dataset in _CLASSIFICATION_DATASETS:
+        raise InputValueError(
+            f"`data.dataset={data_cfg.dataset}` is a classification dataset; task=detection "
+            "reads coco, voc or yolo annotations (or leave data.dataset unset to detect the format)"
+        )
+    fmt = data_cfg.dataset if data_cfg.dataset in ("coco", "voc", "yolo") else "auto"
+    if not data_cfg.path:
+        raise InputValueError(
+            "task=detection needs `data.path`: a dataset folder (COCO / VOC / YOLO), or one with "
+            "train/ val/ test/ sub-folders. Generate one with "
+            "`python tools/make_detection_data.py --out data/det`, then data.path=data/det"
+        )
+    root = Path(data_cfg.path)
+    if not root.exists():
+        raise FileNotFoundError(
+            f"`data.path` not found: {root}. Generate a dataset there with "
+            f"`python tools/make_detection_data.py --out {root}`"
+        )
+
+    def read(path):
+        return read_detection_dataset(path, fmt, on_error=data_cfg.on_error)
+
+    notes = []
+    if (root / "train").is_dir():
+        parts = {name: read(root / name) if (root / name).is_dir() else None for name in SPLITS}
+        train, val, test = parts["train"], parts["val"], parts["test"]
+    else:
+        train, val = _hold_out(read(root), data_cfg.val_split, seed)
+        test = None
+    if data_cfg.test_path:
+        if not Path(data_cfg.test_path).exists():
+            raise FileNotFoundError(f"`data.test_path` not found: {data_cfg.test_path}")
+        test = read(data_cfg.test_path)
+    if test is None:
+        test = val
+        notes.append("no test split: the validation images are scored")
+    train = _limited(train, data_cfg.limit)
+    test = _limited(test, data_cfg.test_limit) if test is not val else test
+    for name, split in (("val", val), ("test", test)):
+        if split is not None and list(split.labels) != list(train.labels):
+            raise InputValueError(
+                f"The {name} split's labels {split.labels} differ from the training split's "
+                f"{train.labels} (same classes in the same order are needed)"
+            )
+    problems = [p for s in {id(x): x for x in (train, val, test) if x}.values() for p in s.problems]
+    used = next(iter({fmt} - {"auto"}), "auto")
+    return DetectionSplits(train, val, test, str(root), used, problems, notes)
+
+
+def _limited(dataset, limit):
+    if dataset is None or not limit or limit >= len(dataset.examples):
+        return dataset
+    from dataclasses import replace
+
+    return replace(dataset, examples=dataset.examples[: int(limit)])
+
+
+def _hold_out(dataset, fraction: float, seed: int):
+    """``(train, val)`` with ``fraction`` of the images held out (seeded permutation)."""
+    from dataclasses import replace
+
+    n = len(dataset.examples)
+    n_val = int(round(n * fraction))
+    if not fraction or n_val == 0 or n_val >= n:
+        return dataset, None
+    order = np.random.default_rng(seed).permutation(n)
+    pick = sorted(order[:n_val])
+    keep = sorted(order[n_val:])
+    examples = dataset.examples
+    return (
+        replace(dataset, examples=[examples[i] for i in keep], problems=list(dataset.problems)),
+        replace(dataset, examples=[examples[i] for i in pick], problems=[]),
+    )
+
+
+def build_model(model_cfg, splits: DetectionSplits):
+    """The configured detector: ``model.name`` is the backbone, ``model.head`` the head's
+    options: ``type`` (``anchors``, the default, or the anchor-free ``grid``), ``channels``,
+    ``depth``, ``anchors`` / ``grid`` (their config dicts) and ``postprocess``."""
+    from kvision.tasks.detection.model import build_detector
+
+    h, w = model_cfg.input_size or splits.image_size
+    c = model_cfg.channels or 3
+    head = dict(model_cfg.head or {})
+    allowed = {"type", "channels", "depth", "anchors", "grid", "postprocess"}
+    unknown = sorted(set(head) - allowed)
+    if unknown:
+        raise InputValueError(
+            f"Unknown `model.head` option(s) {unknown} for detection. Allowed: {sorted(allowed)}"
+        )
+    return build_detector(
+        (int(h), int(w), int(c)),
+        splits.labels,
+        backbone=model_cfg.name,
+        backbone_options=model_cfg.options,
+        anchor_config=head.get("anchors"),
+        channels=int(head.get("channels", 64)),
+        depth=int(head.get("depth", 2)),
+        postprocess=head.get("postprocess"),
+        head=head.get("type", "anchors"),
+        grid_config=head.get("grid"),
+    )
+
+
+def datasets(cfg, splits: DetectionSplits, contract, run_dir: Path | None, augment=True):
+    """``(train_ds, val_ds, augmentation report entry)``; the augmentation preview (the
+    first training images with their boxes after augmentation) goes to ``run_dir``."""
+    from kvision.tasks.detection.augment import build_detection_augmenter
+    from kvision.tasks.detection.data import detection_dataset
+    from kvision.tasks.detection.task import contract_anchors
+
+    anchors = contract_anchors(contract)
+    bs, seed = cfg.data.batch_size, cfg.train.seed
+    info = {"enabled": bool(cfg.augment.enabled and augment), "transforms": [], "preview_png": None}
+    augmenter = None
+    if info["enabled"]:
+        augmenter = build_detection_augmenter(cfg.augment.transforms, seed=seed)
+        info["transforms"] = augmenter.to_config()
+        if cfg.augment.transforms == "auto":
+            names = ", ".join(t["name"] for t in info["transforms"])
+            info["reason"] = f"auto for detection: {names}, each moving the boxes with the image"
+    train_ds = detection_dataset(
+        splits.train, contract, anchors, batch_size=bs, shuffle=True, augmenter=augmenter,
+        seed=seed, cache=cfg.data.cache,
+    )  # fmt: skip
+    val_ds = None
+    if splits.val is not None:
+        val_ds = detection_dataset(splits.val, contract, anchors, batch_size=bs)
+    if info["enabled"] and cfg.augment.preview and run_dir is not None:
+        _preview(splits.train, contract, augmenter, Path(run_dir) / "augment_preview.png", seed)
+        info["preview_png"] = "augment_preview.png"
+    return train_ds, val_ds, info
+
+
+def _preview(dataset, contract, augmenter, path: Path, seed: int, n: int = 8) -> None:
+    from kvision.tasks.detection.data import example_dataset
+    from kvision.tasks.detection.draw import draw_boxes, write_grid
+
+    ds = example_dataset(type(dataset)(dataset.examples[:n], dataset.labels, dataset.category_ids),
+                         contract, cache=False)  # fmt: skip
+    import tensorflow as tf
+
+    ds = ds.map(lambda p, b, c: (tf.cast(p, tf.float32) / 255.0, b, c))
+    tiles = []
+    for image, boxes, classes in augmenter.map(ds):
+        pixels = (image.numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+        h, w = pixels.shape[:2]
+        px = boxes.numpy() * np.array([w, h, w, h], np.float32)
+        tiles.append(draw_boxes(pixels, px, classes.numpy(), dataset.labels))
+    write_grid(tiles, path)
+
+
+def eval_batches(split, contract, batch_size: int = 32):
+    """``(inputs float32 [B, H, W, C], examples)`` over a split (ground truth in pixels)."""
+    from kvision.tasks.detection.data import eval_batches as batches
+
+    return batches(split, contract, batch_size)
+
+
+def sample_inputs(split, contract, n: int) -> np.ndarray:
+    """The first ``n`` images of ``split`` as model inputs (parity and calibration samples)."""
+    from kvision.tasks.detection.data import eval_batches as batches
+
+    out, have = [], 0
+    for x, _ in batches(split, contract, 64):
+        out.append(x)
+        have += len(x)
+        if have >= n:
+            break
+    return np.concatenate(out)[:n]
+
+
+def write_gallery(run, split, contract, path: Path, n: int = 8) -> Path:
+    """Draw the first ``n`` images of ``split`` with their decoded detections (colour per
+    class, label and score) and ground truth (thin white) into one PNG; ``run(x)`` gives the
+    named raw outputs of a batch."""
+    from kvision.preprocess import load_pixels
+    from kvision.tasks.detection.draw import draw_boxes, write_grid
+    from kvision.tasks.detection.task import decode_batch
+
+    examples = split.examples[:n]
+    x = sample_inputs(type(split)(examples, split.labels, split.category_ids), contract, n)
+    detections = decode_batch(run(x), contract, [(ex.width, ex.height) for ex in examples])
+    tiles = []
+    for ex, det in zip(examples, detections, strict=True):
+        pixels = load_pixels(ex.image_path, 3)
+        keep = det.scores >= 0.3
+        tile = draw_boxes(pixels, ex.boxes, None, None, color=(255, 255, 255), width=1)
+        tiles.append(
+            draw_boxes(tile, det.boxes[keep], det.classes[keep], split.labels, det.scores[keep])
+        )
+    return write_grid(tiles, path)
+
+
+def report_lines(section: dict) -> list[str]:
+    """Markdown of the detection evaluation section (``kvision.spine`` writes it)."""
+    m = section.get("metrics", {})
+
+    def f(key):
+        v = m.get(key)
+        return "-" if v is None else f"{v:.4f}"
+
+    lines = [
+        f"mAP@[.5:.95] **{f('mAP@[.5:.95]')}**, mAP@.5 **{f('mAP@.5')}**, mAP@.75 {f('mAP@.75')} "
+        f"on {section.get('n', 0):,} {section.get('split', 'test')} images (pycocotools).",
+        "",
+        "| AP by size | small | medium | large |",
+        "|---|--:|--:|--:|",
+        f"| mAP@[.5:.95] | {f('AP_small')} | {f('AP_medium')} | {f('AP_large')} |",
+        "",
+    ]
+    per_class = m.get("per_class_AP") or {}
+    if per_class:
+        lines += ["| class | AP@[.5:.95] |", "|---|--:|"]
+        lines += [f"| {k} | {'-' if v is None else f'{v:.4f}'} |" for k, v in per_class.items()]
+        lines.append("")
+    return lines

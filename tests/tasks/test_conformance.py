@@ -1,0 +1,109 @@
+"""One conformance test over every registered task, through the task-agnostic pipeline
+(``kvision.spine``): tiny data -> a few training steps -> float32 and int8 export -> parity ->
+metric -> benchmark row -> REST round trip (``:predict`` raw outputs, ``:decode``).
+
+A new task must add its tiny data to ``TINY_DATA``: the test fails for a registered task without.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kvision.config import load_config
+from kvision.tasks import get_task, list_tasks
+
+
+def _classification_data(root: Path) -> list[str]:
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 40, (n, 16, 16, 1)).astype(np.uint8)
+        for i, k in enumerate(y):  # class k: a bright bar in row band k
+            x[i, 2 + 5 * k : 5 + 5 * k, 2:14] = 220
+        return x, y
+
+    (x, y), (xt, yt) = make(96), make(24)
+    root.mkdir(parents=True)
+    path = root / "tiny.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    return ["data.dataset=npz", f"data.path={path}", "data.val_split=0.25"]
+
+
+def _detection_data(root: Path) -> list[str]:
+    from conftest import write_tiny_detection_split
+
+    for seed, (name, n) in enumerate((("train", 16), ("val", 8), ("test", 8))):
+        write_tiny_detection_split(root, name, n, seed)
+    return [f"data.path={root}", "model.head.channels=16", "model.head.depth=1"]
+
+
+TINY_DATA = {"classification": _classification_data, "detection": _detection_data}
+
+
+@pytest.mark.parametrize("name", list_tasks())
+def test_every_task_runs_the_whole_spine(name, tmp_path):
+    from starlette.testclient import TestClient
+
+    from deploy.server.app import create_app
+    from deploy.server.store import ModelStore
+    from kvision.spine import run_task_pipeline
+
+    assert name in TINY_DATA, f"task {name!r} has no tiny dataset in the conformance test"
+    task = get_task(name)
+    data = TINY_DATA[name](tmp_path / "data")
+    cfg = load_config(
+        overrides=[
+            f"task={name}",
+            f"runs_dir={tmp_path / 'runs'}",
+            f"name={name}",
+            *data,
+            "data.batch_size=8",
+            "model.options.width=0.25",
+            "train.epochs=1",
+            "compress.techniques=[ptq,qat]",
+            "compress.ptq.variants=[int8]",
+            "compress.qat.epochs=1",
+            "compress.qat.outputs=[int8]",
+            "compress.steps_per_epoch=2",
+            "compress.ptq.calibration_samples=8",
+            "compress.qat.calibration_samples=8",
+            "compress.verify_samples=8",
+            "export.verify_samples=8",
+            "benchmark.runs=2",
+            "benchmark.warmup=1",
+        ]
+    )
+    report = run_task_pipeline(cfg, verbose=0)
+    assert report["task"]["name"] == name
+    key = task.primary_metric
+    assert key in report["task"]["metrics"]
+    rows = {a["name"]: a for a in report["artifacts"]}
+    assert list(rows) == ["keras", "saved_model", "float32", "ptq_int8", "qat_int8"]
+    for row_name in ("saved_model", "float32"):  # float exports pass the task's parity
+        assert rows[row_name]["status"] == "ok", rows[row_name]["reason"]
+    for row_name, row in rows.items():
+        assert key in row["metrics"], row_name  # every row scored with the task's metric
+        assert row["latency"]["p50_ms"] > 0, row_name  # and benchmarked
+        assert row["status"] == "ok" or row["reason"], row_name
+    for row_name in ("float32", "ptq_int8", "qat_int8"):
+        checks = rows[row_name]["checks"]
+        assert checks["flex_ops"] == [] and checks["custom_ops"] == [], row_name
+        assert [o[0] for o in checks["outputs"]] and checks["n_samples"] == 8
+    assert rows["ptq_int8"]["checks"]["inputs"][0][1] == "int8"
+
+    run_dir = tmp_path / "runs" / name
+    store = ModelStore()
+    store.add("m", run_dir / rows["float32"]["path"])
+    http = TestClient(create_app(store))
+    split = task.load_splits(cfg.data).test
+    x = task.sample_inputs(split, store.resolve("m").contract, 2)
+    raw = http.post("/v1/models/m:predict", json={"inputs": x.tolist()}).json()["outputs"]
+    outputs = raw if isinstance(raw, dict) else {"probabilities": raw}
+    assert set(outputs) == set(task.output_names)
+    decoded = http.post("/v1/models/m:decode", json={"instances": x.tolist()})
+    assert decoded.status_code == 200, decoded.text
+    assert len(decoded.json()["predictions"]) == 2

@@ -56,10 +56,20 @@ class TaskRun:
 
 
 def named(cfg: PipelineConfig) -> PipelineConfig:
-    """``cfg`` with the default run name replaced by ``<task>_<model.name>``."""
-    default = PipelineConfig().name
-    if cfg.name == default and cfg.task != "classification":
-        return dataclasses.replace(cfg, name=f"{cfg.task}_{cfg.model.name}")
+    """``cfg`` with the classification defaults of a task's names replaced: the run name by
+    ``<task>_<model.name>`` and the artifacts' file prefix by the task's (``detector``)."""
+    from kvision.tasks import get_task
+
+    if cfg.task == "classification":
+        return cfg
+    default, prefix = PipelineConfig(), get_task(cfg.task).artifact_name
+    if cfg.name == default.name:
+        cfg = dataclasses.replace(cfg, name=f"{cfg.task}_{cfg.model.name}")
+    if cfg.export.model_name == default.export.model_name:
+        cfg = dataclasses.replace(cfg, export=dataclasses.replace(cfg.export, model_name=prefix))
+    if cfg.compress.model_name == default.compress.model_name:
+        compress = dataclasses.replace(cfg.compress, model_name=prefix)
+        cfg = dataclasses.replace(cfg, compress=compress)
     return cfg
 
 

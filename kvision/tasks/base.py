@@ -104,6 +104,7 @@ class Task:
         higher_is_better: direction of ``primary_metric``.
         output_names: the named raw outputs of the task head, in order.
         tolerances: the parity table, one :class:`Tolerance` per variant kind.
+        artifact_name: default file prefix of the exported artifacts.
     """
 
     name: str = ""
@@ -111,6 +112,8 @@ class Task:
     higher_is_better: bool = True
     output_names: tuple[str, ...] = ()
     tolerances: dict[str, Tolerance] = {}
+    #: the default file prefix of exported artifacts (``<name>_float32.tflite``, ...)
+    artifact_name: str = "model"
 
     # -- model ---------------------------------------------------------------------------------
     def build_head(self, features: dict, num_classes: int, **options) -> dict:

@@ -63,6 +63,7 @@ class ClassificationTask(Task):
 
     primary_metric = "accuracy"
     higher_is_better = True
+    artifact_name = "classifier"
     output_names = (OUTPUT,)
     #: float artifacts must match Keras to 1e-4 and agree on every top-1 class; quantized ones
     #: are judged on top-1 agreement (``compress.min_top1_agreement`` overrides the int8 rows).

@@ -165,6 +165,7 @@ class DetectionTask(Task):
 
     primary_metric = "mAP@[.5:.95]"
     higher_is_better = True
+    artifact_name = "detector"
     output_names = (CLASS_OUTPUT, BOX_OUTPUT)
     #: agreement of confident decoded detections (score >= 0.3) with the Keras model's
     tolerances = {

@@ -283,6 +283,7 @@ def _restart_without_onednn(command: str, exc) -> None:
 
 def _dispatch(args) -> int:
     from kvision import workflow
+    from kvision.errors import InputValueError
 
     handler = getattr(args, "handler", None)
     if handler is not None:
@@ -308,7 +309,13 @@ def _dispatch(args) -> int:
     if args.command == "predict":
         from kvision.predict import predict_task_files
 
-        if args.out or workflow.saved_task(args.model) not in (None, "classification"):
+        task = workflow.saved_task(args.model)
+        if args.out and task in (None, "classification"):
+            raise InputValueError(
+                "`--out` writes images with detections drawn; this model is a classifier "
+                "(its labels are printed, or use --json)"
+            )
+        if task not in (None, "classification"):
             results = predict_task_files(args.model, args.images, out_dir=args.out)
         else:
             results = workflow.predict_files(args.model, args.images, top_k=args.top_k)
@@ -329,6 +336,11 @@ def _dispatch(args) -> int:
         print(render_markdown(report))
         print(f"\nReport: {Path(cfg.runs_dir) / report['run']['name'] / 'report.html'}")
         return _exit_status(report["artifacts"], args.strict)
+    if cfg.task != "classification":  # never train or score a classifier under another task
+        raise InputValueError(
+            f"`kvision {args.command}` runs classification only so far; task={cfg.task} runs "
+            f"through `kvision pipeline task={cfg.task} ...` (train, evaluate, export, compress)"
+        )
     if args.command == "train":
         run = workflow.train(cfg, fresh=args.fresh)
         print(

@@ -99,6 +99,9 @@ class ModelConfig:
             (2), ``anchors`` / ``grid`` (an ``AnchorConfig`` / ``GridConfig`` dict),
             ``postprocess`` (score / IoU thresholds, ``max_detections``)); unused by
             classification.
+        resize: how images of another size reach ``input_size``: ``stretch`` (default) or
+            ``letterbox`` (aspect ratio kept, gray borders; detection maps boxes through it).
+            Saved in the model's contract, so predict, benchmark and serve resize the same way.
         weights: local weights file for the backbone (never downloaded); ``None`` = random init.
         transfer_from: a classifier file (``.keras``/``.h5``, e.g. a kvision checkpoint trained on
             MNIST) whose head is replaced for this dataset; training then runs in two phases (see
@@ -110,6 +113,7 @@ class ModelConfig:
     channels: int | None = None
     options: dict = field(default_factory=dict)
     head: dict = field(default_factory=dict)
+    resize: str = "stretch"
     weights: str | None = None
     transfer_from: str | None = None
 
@@ -226,6 +230,7 @@ _CHOICES = {
     ("data", "dataset"): ("fashion_mnist", "mnist", "folder", "npz", "coco", "voc", "yolo"),
     ("data", "on_error"): ("skip", "raise"),
     ("augment", "on"): ("data", "device"),
+    ("model", "resize"): ("stretch", "letterbox"),
     ("train", "optimizer"): ("adam", "adamw", "sgd"),
 }
 

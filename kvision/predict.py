@@ -113,7 +113,7 @@ def predict_task_files(model_path, files, out_dir=None) -> list[dict]:
     results = []
     for f in files:
         original = load_pixels(f, contract.channels)
-        x = contract.normalize(load_pixels(f, contract.channels, size)[None])
+        x = contract.normalize(load_pixels(f, contract.channels, size, contract.resize)[None])
         h, w = original.shape[:2]
         prediction = task.decode(runtime.run(x), contract, [(w, h)])[0]
         result = {"file": str(f), **task.prediction_json(prediction, contract)}

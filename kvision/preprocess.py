@@ -29,7 +29,11 @@ The rules, applied in this order:
 
 4. **Resize** to ``(height, width)`` with Pillow's bilinear filter on the 8-bit image (which
    widens its support when shrinking, i.e. antialiases), rounded to ``uint8``; skipped when the
-   size already matches.
+   size already matches. The contract's ``resize`` mode picks how: ``"stretch"`` (default)
+   scales each axis to fit; ``"letterbox"`` keeps the aspect ratio (one scale, the largest that
+   fits), centres the image and fills the borders with gray :data:`LETTERBOX_FILL` (114, as
+   YOLO does). :func:`letterbox_geometry` gives the scale and padding that map coordinates
+   between the original image and the model input.
 5. **Normalize** with the model's contract: ``x = pixels * scale + offset`` in float32
    (:meth:`kvision.models.InputContract.normalize`).
 
@@ -52,6 +56,38 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP
 _TEXT_BYTES = bytes({7, 8, 9, 10, 12, 13, 27} | set(range(0x20, 0x100)) - {0x7F})
 _INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}  # 16/32-bit integer samples
 _GRAY_MODES = {"1", "L", "LA", "La"} | _INT_MODES
+
+
+RESIZE_MODES = ("stretch", "letterbox")
+#: the border value of a letterboxed image (YOLO's gray)
+LETTERBOX_FILL = 114
+
+
+def check_resize(resize) -> str:
+    """``resize`` if it is one of :data:`RESIZE_MODES`, else ``ValueError`` naming it."""
+    if resize not in RESIZE_MODES:
+        raise InputValueError(
+            f"`resize` should be one of {', '.join(RESIZE_MODES)}. Received: resize={resize!r}"
+        )
+    return resize
+
+
+def letterbox_geometry(width: int, height: int, size) -> tuple[float, int, int, int, int]:
+    """``(scale, pad_x, pad_y, new_width, new_height)`` of letterboxing a ``width`` x ``height``
+    image into ``size`` = ``(height, width)``: the image is scaled by ``scale`` to
+    ``new_width`` x ``new_height`` (rounded) and placed at ``(pad_x, pad_y)``. A point ``(x, y)``
+    of the original lands at ``(x * sx + pad_x, y * sy + pad_y)`` with ``sx = new_width / width``
+    and ``sy = new_height / height`` (both ``scale`` up to rounding).
+
+    Example:
+        >>> letterbox_geometry(200, 100, (160, 160))
+        (0.8, 0, 40, 160, 80)
+    """
+    target_h, target_w = check_size(size)
+    scale = min(target_w / width, target_h / height)
+    new_w = max(1, min(target_w, int(round(width * scale))))
+    new_h = max(1, min(target_h, int(round(height * scale))))
+    return scale, (target_w - new_w) // 2, (target_h - new_h) // 2, new_w, new_h
 
 
 class ImageError(ValueError):
@@ -148,6 +184,7 @@ def image_pixels(
     channels: int,
     size: tuple[int, int] | None = None,
     source: str | Path = "<image>",
+    resize: str = "stretch",
 ) -> np.ndarray:
     """Steps 3-4: a decoded image -> ``uint8`` array ``(height, width, channels)``.
 
@@ -156,23 +193,36 @@ def image_pixels(
         channels: 1 (grayscale) or 3 (RGB).
         size: ``(height, width)`` to resize to; ``None`` (default) keeps the size.
         source: named in errors.
+        resize: ``"stretch"`` (default) or ``"letterbox"`` (module docstring, step 4).
 
     Raises:
         ImageError: an unsupported mode (e.g. ``"F"``).
-        ValueError: bad ``channels`` or ``size``.
+        ValueError: bad ``channels``, ``size`` or ``resize``.
     """
     check_channels(channels)
+    check_resize(resize)
     if size is not None:
         size = check_size(size)
     image = _convert(image, source, "L" if channels == 1 else "RGB")
     if size is not None and (image.height, image.width) != size:
-        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        if resize == "letterbox":
+            _, pad_x, pad_y, new_w, new_h = letterbox_geometry(image.width, image.height, size)
+            fill = LETTERBOX_FILL if image.mode == "L" else (LETTERBOX_FILL,) * 3
+            canvas = Image.new(image.mode, (size[1], size[0]), fill)
+            canvas.paste(image.resize((new_w, new_h), Image.Resampling.BILINEAR), (pad_x, pad_y))
+            image = canvas
+        else:
+            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
 
 
 def decode_pixels(
-    data: bytes, channels: int, size: tuple[int, int] | None = None, source="<bytes>"
+    data: bytes,
+    channels: int,
+    size: tuple[int, int] | None = None,
+    source="<bytes>",
+    resize: str = "stretch",
 ) -> np.ndarray:
     """Steps 1-4 on encoded bytes (e.g. a ``b64`` image): ``uint8 (height, width, channels)``.
 
@@ -180,10 +230,12 @@ def decode_pixels(
         ImageError: see :func:`decode_image`; ``source`` names the bytes.
     """
     check_channels(channels)
-    return image_pixels(decode_image(data, source), channels, size, source)
+    return image_pixels(decode_image(data, source), channels, size, source, resize)
 
 
-def load_pixels(path: str | Path, channels: int, size: tuple[int, int] | None = None):
+def load_pixels(
+    path: str | Path, channels: int, size: tuple[int, int] | None = None, resize: str = "stretch"
+):
     """Steps 1-4 on a file: ``uint8`` array ``(height, width, channels)``.
 
     Args:
@@ -203,10 +255,10 @@ def load_pixels(path: str | Path, channels: int, size: tuple[int, int] | None = 
     check_channels(channels)
     if size is not None:
         size = check_size(size)
-    return image_pixels(decode_image(read_bytes(path), path), channels, size, path)
+    return image_pixels(decode_image(read_bytes(path), path), channels, size, path, resize)
 
 
-def fit_pixels(images, channels: int, size: tuple[int, int]) -> np.ndarray:
+def fit_pixels(images, channels: int, size: tuple[int, int], resize: str = "stretch") -> np.ndarray:
     """Steps 3-4 on 8-bit arrays: ``[N, H, W, C]`` (or one ``[H, W, C]``) -> ``uint8`` at
     ``size`` with ``channels``, through the same Pillow calls as files (a no-op copy-free
     return when they already fit).
@@ -215,11 +267,13 @@ def fit_pixels(images, channels: int, size: tuple[int, int]) -> np.ndarray:
         images: uint8 pixels (or whole numbers in 0..255 of another dtype), C of 1 or 3.
         channels: 1 or 3.
         size: ``(height, width)``.
+        resize: ``"stretch"`` (default) or ``"letterbox"``.
 
     Raises:
         ValueError: not ``[N, H, W, 1 or 3]`` / ``[H, W, 1 or 3]``, or values outside 0..255.
     """
     check_channels(channels)
+    check_resize(resize)
     height, width = check_size(size)
     x = np.asarray(images)
     single = x.ndim == 3
@@ -234,7 +288,7 @@ def fit_pixels(images, channels: int, size: tuple[int, int]) -> np.ndarray:
         fitted = np.empty((len(batch), height, width, channels), np.uint8)
         for i, img in enumerate(batch):
             image = Image.fromarray(img[:, :, 0] if img.shape[-1] == 1 else img)  # L or RGB
-            fitted[i] = image_pixels(image, channels, (height, width))
+            fitted[i] = image_pixels(image, channels, (height, width), resize=resize)
         batch = fitted
     return batch[0] if single else batch
 
@@ -246,7 +300,8 @@ def model_inputs(images, contract) -> np.ndarray:
         >>> model_inputs(test_images, contract).shape     # uint8 [N, 28, 28, 1] in
         (10000, 96, 96, 3)
     """
-    pixels = fit_pixels(images, contract.channels, (contract.height, contract.width))
+    size = (contract.height, contract.width)
+    pixels = fit_pixels(images, contract.channels, size, getattr(contract, "resize", "stretch"))
     return contract.normalize(pixels)
 
 
@@ -256,8 +311,8 @@ def file_inputs(files, contract) -> np.ndarray:
     Raises:
         ImageError: a file that cannot be used (named).
     """
-    size = (contract.height, contract.width)
-    pixels = [load_pixels(f, contract.channels, size) for f in files]
+    size, resize = (contract.height, contract.width), getattr(contract, "resize", "stretch")
+    pixels = [load_pixels(f, contract.channels, size, resize) for f in files]
     if not pixels:
         return np.zeros((0, *contract.shape), np.float32)
     return contract.normalize(np.stack(pixels))

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kvision.compress.artifacts import EXPORTED_BUT_FAILED
 from kvision.config import PipelineConfig
+from kvision.errors import InputValueError, ModelFileError
 from kvision.io import atomic_write_json
 
 #: compression techniques the task pipeline runs
@@ -80,7 +82,10 @@ def keras_runner(model):
     from kvision.export.saved_model import output_names
 
     names = output_names(model)
-    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    @tf.function(reduce_retracing=True)
+    def fn(x):
+        return model(x, training=False)
 
     def run(x):
         y = fn(tf.convert_to_tensor(x, tf.float32))
@@ -125,12 +130,22 @@ def train(task, cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> Tas
         choice = choose_epochs(n, cfg.data.batch_size)
         train_cfg, reason = dataclasses.replace(cfg.train, epochs=choice.value), choice.reason
     result = training_done(run_dir)
-    if result is None:
+    reused = result is not None
+    if not reused:
         result = fit(model, train_ds, val_ds, train_cfg, run_dir, verbose=verbose, task=task)
     else:
         print(f"Training in {run_dir} already finished; reusing its checkpoint (--fresh: again).")
-    if Path(result.checkpoint).is_file():
-        model.load_weights(result.checkpoint)
+    checkpoint = Path(result.checkpoint)
+    if not checkpoint.is_file():  # never evaluate or export untrained weights as if trained
+        why = (
+            "the finished training's checkpoint is missing (moved or deleted)"
+            if reused
+            else f"no epoch improved {result.monitor} (a NaN loss?)"
+        )
+        raise ModelFileError(
+            f"No best checkpoint {checkpoint}: {why}. Rerun with --fresh to train again."
+        )
+    model.load_weights(str(checkpoint))
     wall = time.perf_counter() - t0
     return TaskRun(task, model, contract, splits, result, augment, train_ds, val_ds, wall,
                    train_cfg.epochs, reason)  # fmt: skip
@@ -145,6 +160,12 @@ def evaluate(run: TaskRun, cfg: PipelineConfig) -> dict:
     keras_run = keras_runner(run.model)
     split = run.splits.test
     metrics = score(task, run.contract, task.eval_batches(split, run.contract), keras_run)
+    if metrics.get(task.primary_metric) is None:
+        raise InputValueError(
+            f"The {run.splits.test_name} split gives no {task.primary_metric} (no ground truth "
+            "to score, e.g. no annotated object): compressed artifacts could not be checked "
+            "against the float model. Give a split with annotations (data.test_path=...)."
+        )
     atomic_write_json(run_dir / "metrics.json", metrics)
     task.write_gallery(keras_run, split, run.contract, run_dir / "predictions.png")
     if run.fit.history_csv and Path(run.fit.history_csv).is_file():
@@ -181,6 +202,8 @@ def verify(run: TaskRun, path, fmt: str, name: str, variant: str, samples, refer
         rt.load()
         checks["inputs"] = [[t.name, str(t.dtype)] for t in rt.inputs]
         checks["outputs"] = [[t.name, str(t.dtype)] for t in rt.outputs]
+        checks["input_dtype"] = str(rt.inputs[0].dtype)  # the report's I/O column
+        checks["output_dtype"] = str(rt.outputs[0].dtype)
         outputs = rt.run(samples)
         rt.close()
         parity = run.task.parity(reference, outputs, variant, contract=run.contract)
@@ -229,10 +252,15 @@ def export(run: TaskRun, cfg: PipelineConfig) -> list:
     return artifacts
 
 
-def compress(run: TaskRun, cfg: PipelineConfig, keras_value: float, verbose="auto"):
+def compress(
+    run: TaskRun, cfg: PipelineConfig, keras_value: float, verbose="auto", float32_gzip=None
+):
     """PTQ variants and QAT of the trained model into ``<run>/compress``, each verified with the
     task's parity, scored with its metric on the test split and gated by the metric floor
     (``compress.accuracy_floor`` points of the primary metric); a miss names the remedy.
+
+    ``float32_gzip`` (bytes of the exported float32 ``.tflite`` after gzip) gives each row its
+    ``gzip_ratio``.
 
     Returns:
         ``(artifacts, section)``: the compressed artifacts and the report's ``compression``
@@ -256,12 +284,14 @@ def compress(run: TaskRun, cfg: PipelineConfig, keras_value: float, verbose="aut
             section["errors"][technique] = _NOT_RUN
     artifacts = []
 
-    def convert(model, name, variant, technique):
+    def convert(model, name, variant, technique, n_samples, deny=()):
         path = out / f"{c.model_name}_{name}.tflite"
-        calib = calibration if VARIANTS[variant].needs_representative_data else None
+        calib = calibration[:n_samples] if VARIANTS[variant].needs_representative_data else None
+        deny = list(deny) if variant in ("int8", "int8_float_io") else []
         try:
             convert_tflite(model, path, variant, representative_data=calib, contract=run.contract,
-                           overwrite=True, max_calibration_samples=n_calib)  # fmt: skip
+                           overwrite=True, max_calibration_samples=n_samples,
+                           deny_layers=deny)  # fmt: skip
             art = verify(run, path, "tflite", name, variant, samples, reference)
         except Exception as exc:
             art = Artifact.failed(name, "tflite", path, short_reason(exc), {"variant": variant})
@@ -271,7 +301,8 @@ def compress(run: TaskRun, cfg: PipelineConfig, keras_value: float, verbose="aut
     if "ptq" in c.techniques:
         t = time.perf_counter()
         for variant in c.ptq.variants:
-            convert(run.model, f"ptq_{variant}", variant, "ptq")
+            convert(run.model, f"ptq_{variant}", variant, "ptq", c.ptq.calibration_samples,
+                    c.ptq.deny_layers)  # fmt: skip
         section["wall_time_s"]["ptq"] = round(time.perf_counter() - t, 1)
     if "qat" in c.techniques:
         from kvision.compress.qat import quantize_model
@@ -279,26 +310,37 @@ def compress(run: TaskRun, cfg: PipelineConfig, keras_value: float, verbose="aut
         from kvision.train.fit import compile_model
 
         t = time.perf_counter()
-        qat, report = quantize_model(run.model, skip_layers=c.qat.skip_layers)
-        attach_contract(qat, run.contract)
-        section["layer_reports"].append(
-            {"technique": report.technique, "message": report.message, "summary": report.summary()}
-        )
-        qcfg = TrainConfig(epochs=c.qat.epochs, learning_rate=c.qat.learning_rate,
-                           warmup_epochs=0.0, seed=c.seed)  # fmt: skip
-        steps = c.steps_per_epoch or max(1, int(run.train_ds.cardinality()))
-        compile_model(qat, qcfg, steps, task)
-        train_ds = task.training_targets(run.train_ds, qcfg, qat)
-        if c.steps_per_epoch:
-            train_ds = train_ds.repeat()
-        qat.fit(train_ds, epochs=c.qat.epochs, steps_per_epoch=c.steps_per_epoch,
-                verbose=fit_verbosity(verbose))  # fmt: skip
-        for variant in c.qat.outputs:
-            convert(qat, f"qat_{variant}", variant, "qat")
+        try:
+            qat, report = quantize_model(run.model, skip_layers=c.qat.skip_layers)
+            attach_contract(qat, run.contract)
+            section["layer_reports"].append(
+                {"technique": report.technique, "message": report.message,
+                 "summary": report.summary()}
+            )  # fmt: skip
+            qcfg = TrainConfig(epochs=c.qat.epochs, learning_rate=c.qat.learning_rate,
+                               warmup_epochs=0.0, seed=c.seed)  # fmt: skip
+            steps = c.steps_per_epoch or max(1, int(run.train_ds.cardinality()))
+            compile_model(qat, qcfg, steps, task)
+            train_ds = task.training_targets(run.train_ds, qcfg, qat)
+            if c.steps_per_epoch:
+                train_ds = train_ds.repeat()
+            qat.fit(train_ds, epochs=c.qat.epochs, steps_per_epoch=c.steps_per_epoch,
+                    verbose=fit_verbosity(verbose))  # fmt: skip
+        except Exception as exc:  # a model tfmot cannot quantize: failed rows, the run goes on
+            reason = f"QAT could not run: {short_reason(exc)}"
+            for variant in c.qat.outputs:
+                path = out / f"{c.model_name}_qat_{variant}.tflite"
+                artifacts.append(Artifact.failed(f"qat_{variant}", "tflite", path, reason))
+            section["errors"]["qat"] = reason
+        else:
+            for variant in c.qat.outputs:
+                convert(qat, f"qat_{variant}", variant, "qat", c.qat.calibration_samples)
         section["wall_time_s"]["qat"] = round(time.perf_counter() - t, 1)
 
     t = time.perf_counter()
     for art in artifacts:
+        if float32_gzip and art.gzip_bytes:
+            art.compression["gzip_ratio"] = round(float32_gzip / art.gzip_bytes, 2)
         if Path(art.path).is_file():
             _score_artifact(run, art, keras_value, c.accuracy_floor)
     section["wall_time_s"]["evaluate"] = round(time.perf_counter() - t, 1)
@@ -327,16 +369,19 @@ def _score_artifact(run: TaskRun, art, keras_value: float, floor_points: float) 
         return
     value = metrics.get(key)
     art.metrics.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
-    if value is None:
+    if value is None:  # the float model had one on the same split: this artifact broke it
+        if art.ok:
+            art.status, art.reason = "failed", f"{key} could not be computed from its outputs"
         return
     art.metrics["delta_vs_keras"] = value - keras_value
     drop = 100.0 * task.drop(keras_value, value)
     art.checks["metric_drop_points"] = round(drop, 3)
+    art.metrics["accuracy_drop_points"] = round(drop, 4)  # the CLI lists floor misses by it
     if drop > floor_points and art.ok:
         art.status = "failed"
         art.reason = (
-            f"{key} {value:.4f} is {drop:.2f} points below the float model's {keras_value:.4f} "
-            f"(floor {floor_points:g}); remedy: {task.remedy(art.name)}"
+            f"{EXPORTED_BUT_FAILED}: {key} {value:.4f} is {drop:.2f} points below the float "
+            f"model's {keras_value:.4f} (floor {floor_points:g}); remedy: {task.remedy(art.name)}"
         )
 
 
@@ -412,7 +457,11 @@ def run_task_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") 
     if cfg.compress.enabled and cfg.compress.techniques:
         write("compress", [a.to_dict() for a in artifacts])
         t = time.perf_counter()
-        compressed, compression = compress(run, cfg, keras_value, verbose=verbose)
+        float32 = next((a for a in artifacts if a.name == "float32" and a.ok), None)
+        compressed, compression = compress(
+            run, cfg, keras_value, verbose=verbose,
+            float32_gzip=float32.gzip_bytes if float32 else None,
+        )  # fmt: skip
         artifacts = [*artifacts, *compressed]
         walls["compress"] = time.perf_counter() - t
     rows = [a.to_dict() for a in artifacts]

@@ -110,9 +110,10 @@ def make_model(cfg: PipelineConfig, splits):
         source = Path(cfg.model.transfer_from)
         if not source.exists():
             raise FileNotFoundError(f"`model.transfer_from` file not found: {source}")
-        return build_transfer_model(
+        model = build_transfer_model(
             str(source), splits.num_classes, input_shape=shape, labels=splits.class_names
         )
+        return with_resize(model, cfg.model.resize)
     model = build_model(
         cfg.model.name, shape, splits.num_classes, labels=splits.class_names, **cfg.model.options
     )
@@ -121,7 +122,19 @@ def make_model(cfg: PipelineConfig, splits):
         if not path.is_file():
             raise FileNotFoundError(f"`model.weights` file not found: {path}")
         model.load_weights(str(path))
-    return model
+    return with_resize(model, cfg.model.resize)
+
+
+def with_resize(model, resize: str):
+    """``model`` with its contract's resize mode set to ``resize`` (``model.resize``)."""
+    import dataclasses
+
+    from kvision.models import InputContract, attach_contract
+
+    contract = InputContract.from_model(model)
+    if contract.resize == resize:
+        return model
+    return attach_contract(model, dataclasses.replace(contract, resize=resize))
 
 
 def _set_precision(cfg: PipelineConfig) -> str:
@@ -261,7 +274,10 @@ def augmentation(cfg: PipelineConfig, splits, contract, run_dir: Path | None):
             from kvision.data.folders import load_image
 
             files = splits.train.files[:16]
-            sample = np.stack([load_image(f, contract.channels, contract.shape[:2]) for f in files])
+            size = contract.shape[:2]
+            sample = np.stack(
+                [load_image(f, contract.channels, size, contract.resize) for f in files]
+            )
         write_preview(sample, augmenter, run_dir / "augment_preview.png", seed=cfg.train.seed)
         info["preview_png"] = "augment_preview.png"
     return augmenter, info

@@ -60,17 +60,24 @@ def files(tmp_path_factory):
     return paths
 
 
-@pytest.fixture(scope="module", params=[1, 3], ids=["gray", "rgb"])
+@pytest.fixture(
+    scope="module",
+    params=[(1, "stretch"), (3, "stretch"), (1, "letterbox"), (3, "letterbox")],
+    ids=["gray", "rgb", "gray-letterbox", "rgb-letterbox"],
+)
 def setup(request, files, tmp_path_factory):
-    """The contract (non-trivial scale/offset), the reference inputs, and an identity Keras
-    model (outputs = flattened inputs) saved with the contract, for predict and serve."""
+    """The contract (non-trivial scale/offset, stretch or letterbox resize), the reference
+    inputs, and an identity Keras model (outputs = flattened inputs) saved with the contract,
+    for predict and serve."""
     from kvision._keras import keras
 
-    channels = request.param
+    channels, resize = request.param
     n_out = SIZE[0] * SIZE[1] * channels
     labels = [str(i) for i in range(n_out)]
-    contract = InputContract(*SIZE, channels, scale=2 / 255, offset=-1.0, labels=labels)
-    folder = tmp_path_factory.mktemp(f"identity{channels}")
+    contract = InputContract(
+        *SIZE, channels, scale=2 / 255, offset=-1.0, labels=labels, resize=resize
+    )
+    folder = tmp_path_factory.mktemp(f"identity{channels}{resize}")
     inp = keras.Input(contract.shape, name="images")
     keras.Model(inp, keras.layers.Flatten()(inp)).save(folder / "identity.keras")
     contract.save(folder)  # folder/contract.json, beside the model
@@ -227,3 +234,25 @@ def test_resize_is_pillow_bilinear_after_conversion():
     converted = Image.open(io.BytesIO(data)).convert("L")
     expected = np.asarray(converted.resize((SIZE[1], SIZE[0]), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(decode_pixels(data, 1, SIZE)[:, :, 0], expected)
+
+
+def test_letterbox_keeps_the_aspect_ratio_with_gray_bars():
+    """200x100 red -> 160x160: scaled 0.8 to 160x80, centred, rows 0-39 and 120-159 gray 114."""
+    from kvision.preprocess import LETTERBOX_FILL, image_pixels, letterbox_geometry
+
+    assert letterbox_geometry(200, 100, (160, 160)) == (0.8, 0, 40, 160, 80)
+    assert letterbox_geometry(100, 100, (64, 32))[1:] == (0, 16, 32, 32)
+    red = Image.new("RGB", (200, 100), (255, 0, 0))
+    out = image_pixels(red, 3, (160, 160), resize="letterbox")
+    assert out.shape == (160, 160, 3)
+    assert np.all(out[:40] == LETTERBOX_FILL) and np.all(out[120:] == LETTERBOX_FILL)
+    assert np.all(out[40:120] == [255, 0, 0])
+    stretched = image_pixels(red, 3, (160, 160))
+    assert np.all(stretched == [255, 0, 0])
+    with pytest.raises(ValueError, match="resize"):
+        image_pixels(red, 3, (160, 160), resize="crop")
+    with pytest.raises(ValueError, match="resize"):
+        InputContract(8, 8, 3, resize="crop")
+    old = InputContract(8, 8, 3).to_dict()
+    del old["resize"]  # a contract.json written before the field existed
+    assert InputContract.from_dict(old).resize == "stretch"

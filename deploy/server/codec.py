@@ -175,8 +175,13 @@ def decode_outputs(outputs: dict, contract) -> list[dict]:
             ":decode needs the model's task, read from its input contract, and this model has "
             "none; use :predict for the raw outputs"
         )
+    from kvision.errors import InputValueError
+
     task = get_task(contract.task)
-    task.check_outputs(outputs, "the model's outputs")
+    try:
+        task.check_outputs(outputs, "the model's outputs")
+    except InputValueError as exc:  # a model whose outputs are not its task's: the caller's 400
+        raise BadRequest(f":decode cannot decode this model: {exc}") from None
     return [task.prediction_json(p, contract) for p in task.decode(outputs, contract)]
 
 
@@ -329,7 +334,8 @@ def _b64_image(value, where: str, contract) -> np.ndarray:
         raise BadRequest(f"{where}.b64 is not valid base64: {exc}") from None
     size = (contract.height, contract.width)
     try:
-        pixels = decode_pixels(raw, contract.channels, size, source=f"{where}.b64")
+        pixels = decode_pixels(raw, contract.channels, size, source=f"{where}.b64",
+                               resize=contract.resize)  # fmt: skip
     except ImageError as exc:
         raise BadRequest(
             f"{where}.b64 is not a decodable image (PNG, JPEG, BMP ...): {exc.reason}"

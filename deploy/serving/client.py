@@ -133,13 +133,17 @@ class ServingClient:
         Returns:
             One decoded prediction per input (detection: ``Detections`` with ``boxes``,
             ``scores``, ``classes``); ``task.prediction_json`` makes them JSON.
+
+        Raises:
+            ServingError: an HTTP error, or no ``contract`` given and none in ``/metadata``
+                (TF Serving itself has none: pass the artifact's ``contract.json``).
         """
         from kvision.models import InputContract
         from kvision.tasks import get_task
 
         if contract is None:
-            contract = self.metadata(model, version, label)["kvision"]["contract"]
-            if contract is None:
+            contract = (self.metadata(model, version, label).get("kvision") or {}).get("contract")
+            if contract is None:  # TF Serving itself, or a model served without a contract
                 raise ServingError(None, f"Model {model!r} reports no contract: pass `contract`")
         if isinstance(contract, dict):
             contract = InputContract.from_dict(contract)

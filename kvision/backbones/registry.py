@@ -31,7 +31,7 @@ def register_backbone(name: str):
 
 def _import_builtin_backbones() -> None:
     # The model modules define the feature extractors and register them.
-    from kvision.models import compact_mobilenet, resnet  # noqa: F401
+    from kvision.models import applications, compact_mobilenet, lenet, resnet  # noqa: F401
 
 
 def list_backbones() -> list[str]:
@@ -74,7 +74,9 @@ def build_backbone(name: str, inputs, **options) -> dict:
     """
     fn = _get(name)
     allowed = backbone_options(name)
-    unknown = [k for k in options if k not in allowed]
+    params = inspect.signature(fn).parameters.values()
+    free = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)  # checked downstream
+    unknown = [] if free else [k for k in options if k not in allowed]
     if unknown:
         raise InputTypeError(
             f"Backbone `{name}` got unknown option(s) {unknown}. Allowed: {allowed}."

@@ -292,8 +292,8 @@ class CompressConfig(_Section):
         accuracy_floor: an artifact whose test accuracy is more than this many points
             (percent) below the float model's is "exported but failed validation" (default 1.0).
         verify_samples: validation images each artifact is compared with Keras on (default 256).
-        min_top1_agreement: required top-1 agreement of a quantized artifact with the Keras model
-            it was converted from (default 0.9).
+        min_top1_agreement: required top-1 agreement of a quantized classifier with the Keras model
+            it was converted from (default 0.9; other tasks use their own parity tables).
         steps_per_epoch: cap fine-tuning steps per epoch (quick runs); ``None`` = full epochs.
         self_distill: fine-tuning (prune, QAT, clustering) also learns the float model's
             softened predictions, with ``distill.temperature`` and ``distill.alpha`` (default

@@ -199,7 +199,9 @@ def scan_image_folder(
     )
 
 
-def load_image(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> np.ndarray:
+def load_image(
+    path: str | Path, channels: int, size: tuple[int, int] | None = None, resize: str = "stretch"
+) -> np.ndarray:
     """Decode one image file into a ``uint8`` array of shape ``(height, width, channels)``.
 
     The same as :func:`kvision.preprocess.load_pixels` (its module docstring states the rules:
@@ -210,6 +212,7 @@ def load_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
         path: the image file.
         channels: 1 (grayscale) or 3 (RGB).
         size: ``(height, width)`` to resize to; ``None`` (default) keeps the size.
+        resize: ``"stretch"`` (default) or ``"letterbox"``.
 
     Raises:
         ImageError: the file is missing, corrupt, truncated, not an image or in an unsupported
@@ -219,7 +222,7 @@ def load_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
         >>> load_image("data/train/cat/1.png", channels=3, size=(32, 32)).shape
         (32, 32, 3)
     """
-    return load_pixels(path, channels, size)
+    return load_pixels(path, channels, size, resize)
 
 
 def file_dataset(
@@ -228,6 +231,7 @@ def file_dataset(
     channels: int,
     size: tuple[int, int],
     on_error: str = "skip",
+    resize: str = "stretch",
 ) -> tf.data.Dataset:
     """A ``tf.data.Dataset`` of ``(uint8 image [height, width, channels], int64 label)``.
 
@@ -242,6 +246,7 @@ def file_dataset(
         on_error: ``"skip"`` (default): a file that fails to decode (e.g. changed after the
             scan) is logged and dropped, the epoch goes on. ``"raise"``: iteration raises a
             ``tf.errors.OpError`` whose message names the file and the reason.
+        resize: ``"stretch"`` (default) or ``"letterbox"`` (the contract's mode).
 
     Example:
         >>> ds = file_dataset(scan.files, scan.labels, 1, (28, 28)).batch(32)
@@ -255,7 +260,8 @@ def file_dataset(
             f"`labels` should hold one integer per file ({len(files)} files). "
             f"Received: labels with shape {labels.shape} and dtype {labels.dtype}"
         )
-    decode = partial(_decode_for_tf, channels=channels, size=(height, width), on_error=on_error)
+    decode = partial(_decode_for_tf, channels=channels, size=(height, width), on_error=on_error,
+                     resize=resize)  # fmt: skip
 
     def load(path, label):
         image, ok = tf.numpy_function(decode, [path], (tf.uint8, tf.bool), stateful=False)
@@ -288,10 +294,12 @@ def write_bad_files(bad_files: list[BadFile], path: str | Path) -> Path:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _decode_for_tf(path: bytes, channels: int, size: tuple[int, int], on_error: str):
+def _decode_for_tf(
+    path: bytes, channels: int, size: tuple[int, int], on_error: str, resize="stretch"
+):
     """``tf.numpy_function`` body: (image, True), or (zeros, False) for a skipped bad file."""
     try:
-        return load_image(os.fsdecode(path), channels, size), np.bool_(True)
+        return load_image(os.fsdecode(path), channels, size, resize), np.bool_(True)
     except ImageError as exc:
         if on_error == "raise":
             raise

@@ -67,7 +67,8 @@ def build_dataset(
     else:
         from kvision.data.folders import file_dataset
 
-        ds = file_dataset(split.files, split.labels, contract.channels, size, on_error=on_error)
+        ds = file_dataset(split.files, split.labels, contract.channels, size, on_error=on_error,
+                          resize=contract.resize)  # fmt: skip
         fits = True  # decoded at the contract's size and channels
         if cache:
             ds = ds.cache()
@@ -90,11 +91,11 @@ def build_dataset(
 def fit_batch(images, contract: InputContract):
     """A uint8 batch tensor ``(B, h, w, c)`` -> uint8 ``(B, H, W, C)`` at the contract's size and
     channels, with :func:`kvision.preprocess.fit_pixels` (Pillow, inside the graph)."""
-    size, channels = (contract.height, contract.width), contract.channels
+    size, channels, resize = (contract.height, contract.width), contract.channels, contract.resize
     if tuple(images.shape[1:]) == contract.shape:
         return images
     fitted = tf.numpy_function(
-        lambda x: fit_pixels(x, channels, size), [images], tf.uint8, stateful=False
+        lambda x: fit_pixels(x, channels, size, resize), [images], tf.uint8, stateful=False
     )
     return tf.ensure_shape(fitted, (None, *contract.shape))
 

@@ -157,40 +157,56 @@ def convert_tflite(
     contract = resolve_contract(model, contract)
     serve = serving_function(model, contract)
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], _function_holder(serve, model)
-    )
-    if deny:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative_dataset(
-            representative_data, contract.shape, max_calibration_samples
-        )
-        flatbuffer = _convert_denying(converter, model, deny, variant, path)
-        atomic_write_bytes(path, flatbuffer)
-        contract.save(contract_path(path))
-        return path
-    converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, n) for n in spec.supported_ops]
-    if spec.optimize:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if spec.supported_types:
-        converter.target_spec.supported_types = [tf.as_dtype(t) for t in spec.supported_types]
-    if spec.inference_input_type:
-        converter.inference_input_type = tf.as_dtype(spec.inference_input_type)
-    if spec.inference_output_type:
-        converter.inference_output_type = tf.as_dtype(spec.inference_output_type)
-    if representative_data is not None:
-        converter.representative_dataset = _representative_dataset(
-            representative_data, contract.shape, max_calibration_samples
-        )
-    try:
-        flatbuffer = converter.convert()
-    except Exception as exc:  # the converter raises ConverterError and friends
-        raise ConversionError(
-            f"TFLite conversion ({variant}) of {path.name} failed: {summarize_converter_error(exc)}"
-        ) from exc
+    function = serve.get_concrete_function()
+    expected = sorted(function.structured_outputs)
+
+    def convert_with(trackable) -> bytes:
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trackable)
+        if deny:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = _representative_dataset(
+                representative_data, contract.shape, max_calibration_samples
+            )
+            return _convert_denying(converter, model, deny, variant, path)
+        ops = [getattr(tf.lite.OpsSet, n) for n in spec.supported_ops]
+        converter.target_spec.supported_ops = ops
+        if spec.optimize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if spec.supported_types:
+            converter.target_spec.supported_types = [tf.as_dtype(t) for t in spec.supported_types]
+        if spec.inference_input_type:
+            converter.inference_input_type = tf.as_dtype(spec.inference_input_type)
+        if spec.inference_output_type:
+            converter.inference_output_type = tf.as_dtype(spec.inference_output_type)
+        if representative_data is not None:
+            converter.representative_dataset = _representative_dataset(
+                representative_data, contract.shape, max_calibration_samples
+            )
+        try:
+            return converter.convert()
+        except Exception as exc:  # the converter raises ConverterError and friends
+            raise ConversionError(
+                f"TFLite conversion ({variant}) of {path.name} failed: "
+                f"{summarize_converter_error(exc)}"
+            ) from exc
+
+    holder = _function_holder(serve, model)
+    flatbuffer = convert_with(holder)
+    if holder is not model and _signature_outputs(flatbuffer) != expected:
+        # the holder could not be saved (a layer owns resources beyond its variables) and the
+        # converter fell back to a graph whose outputs lost their names: convert the model
+        flatbuffer = convert_with(model)
     atomic_write_bytes(path, flatbuffer)
     contract.save(contract_path(path))
     return path
+
+
+def _signature_outputs(flatbuffer: bytes) -> list[str]:
+    """Sorted output names of the ``serving_default`` signature stored in a ``.tflite``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_content=flatbuffer).get_signature_list()
+    return sorted(signatures.get("serving_default", {}).get("outputs", []))
 
 
 def _function_holder(serve, model):
@@ -202,6 +218,10 @@ def _function_holder(serve, model):
     """
     import tensorflow as tf
 
+    from kvision._keras import keras
+
+    if not isinstance(model, keras.Model):  # e.g. a restored SavedModel: its own resources
+        return model
     holder = tf.Module()
     holder.serve = serve
     holder.variables_ = list(model.variables)

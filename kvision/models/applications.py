@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from kvision._keras import keras
+from kvision.backbones.registry import pyramid_level, register_backbone
 from kvision.errors import InputTypeError, InputValueError
 from kvision.models.registry import register_model
 
@@ -481,3 +482,38 @@ def _affine_of(layer):
     std = np.maximum(np.sqrt(np.asarray(var, np.float64)), keras.backend.epsilon())
     mean = np.asarray(mean, np.float64).reshape(-1)
     return 1.0 / std.reshape(-1), -mean / std.reshape(-1)
+
+
+# -- the applications as registry backbones (named multi-scale features for any task's head) ------
+def _application_features(name: str):
+    def features(inputs, **options) -> dict:
+        """``tf_keras.applications`` backbone ``NAME`` (random init) as ``{"P{level}": tensor}``:
+        the last layer's output at each resolution, fine to coarse; ``options`` go to the
+        tf_keras constructor (e.g. ``alpha``). Pretrained weights are not wired for this path
+        yet (``build_model`` classifiers take a local weights file)."""
+        shape = tuple(int(v) for v in inputs.shape[1:])
+        backbone = build_backbone(name, shape, None, **options)
+        chosen = {}
+        for layer in backbone.layers:
+            out = layer.output
+            if isinstance(out, list | tuple) or len(out.shape) != 4:
+                continue
+            level = pyramid_level(shape[0], int(out.shape[1]))
+            exact = int(out.shape[1]) == -(-shape[0] // 2**level)  # not a padding layer's
+            if level >= 1 and exact:
+                chosen[level] = out  # the last layer at this stride wins
+        levels = sorted(chosen)
+        extractor = keras.Model(
+            backbone.input, [chosen[lv] for lv in levels], name=f"{name}_features"
+        )
+        outputs = extractor(inputs)
+        outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+        return {f"P{lv}": out for lv, out in zip(levels, outputs, strict=True)}
+
+    features.__doc__ = features.__doc__.replace("NAME", name)
+    features.__name__ = f"{name}_features"
+    return features
+
+
+for _name in APPLICATIONS:
+    register_backbone(_name)(_application_features(_name))

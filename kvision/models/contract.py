@@ -166,6 +166,9 @@ class InputContract:
         postprocess: the task's decoding parameters outside the graph, JSON-ready (detection:
             anchors, box variances, score / IoU thresholds, max detections); empty for
             classification.
+        resize: how an image of another size becomes ``height`` x ``width``: ``"stretch"``
+            (default; each axis scaled) or ``"letterbox"`` (aspect ratio kept, gray borders);
+            see :mod:`kvision.preprocess`, the one implementation of both.
     """
 
     height: int
@@ -177,6 +180,7 @@ class InputContract:
     task: str = "classification"
     input_domain: str = FLOAT_DOMAIN
     postprocess: dict = field(default_factory=dict)
+    resize: str = "stretch"
 
     def __post_init__(self):
         for name in ("height", "width"):
@@ -188,6 +192,10 @@ class InputContract:
         if self.channels not in (1, 3):
             raise InputValueError(
                 f"`channels` should be 1 or 3. Received: channels={self.channels!r}"
+            )
+        if self.resize not in ("stretch", "letterbox"):
+            raise InputValueError(
+                f"`resize` should be 'stretch' or 'letterbox'. Received: resize={self.resize!r}"
             )
         if self.input_domain != FLOAT_DOMAIN:
             self._check_raw_domain()

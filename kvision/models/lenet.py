@@ -13,10 +13,37 @@ Layer names form the blocks :mod:`kvision.models.transfer` unfreezes: ``conv1`` 
 from __future__ import annotations
 
 from kvision._keras import keras
+from kvision.backbones.registry import pyramid_level, register_backbone
 from kvision.errors import InputValueError
 from kvision.models.registry import register_model
 
 layers = keras.layers
+
+
+@register_backbone("lenet")
+def lenet_features(inputs, filters=(32, 64), kernel_size: int = 5, batch_norm: bool = True) -> dict:
+    """The LeNet conv stages as backbone features: ``{"P{level}": tensor}``, one per stage
+    (conv + BN + ReLU + 2x2 max-pool: P1, P2, ... at strides 2, 4, ...), fine to coarse.
+
+    Args:
+        inputs: image tensor ``[N, H, W, C]``.
+        filters: filters of each conv stage (default ``(32, 64)``).
+        kernel_size: conv kernel size (default 5).
+        batch_norm: batch normalization after each conv (default True).
+    """
+    full = int(inputs.shape[1])
+    features = {}
+    x = inputs
+    for i, f in enumerate(filters, start=1):
+        x = layers.Conv2D(f, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv{i}")(
+            x
+        )
+        if batch_norm:
+            x = layers.BatchNormalization(momentum=0.9, name=f"conv{i}_bn")(x)
+        x = layers.ReLU(name=f"conv{i}_relu")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+        features[f"P{pyramid_level(full, int(x.shape[1]))}"] = x
+    return features
 
 
 @register_model("lenet")
@@ -72,15 +99,7 @@ def lenet(
         )
 
     inputs = keras.Input(shape=input_shape, name="images")
-    x = inputs
-    for i, f in enumerate(filters, start=1):
-        x = layers.Conv2D(f, kernel_size, padding="same", use_bias=not batch_norm, name=f"conv{i}")(
-            x
-        )
-        if batch_norm:
-            x = layers.BatchNormalization(momentum=0.9, name=f"conv{i}_bn")(x)
-        x = layers.ReLU(name=f"conv{i}_relu")(x)
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = list(lenet_features(inputs, filters, kernel_size, batch_norm).values())[-1]
     x = layers.Flatten(name="flatten")(x)
     if dense_units:
         x = layers.Dense(dense_units, use_bias=not batch_norm, name="fc1")(x)

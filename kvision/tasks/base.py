@@ -10,7 +10,7 @@ they ask the task::
     for x, targets in batches:
         metric.update(runner(x), targets)              # streams: nothing holds the whole split
     metric.result()[task.primary_metric]
-    task.parity(keras_outputs, artifact_outputs, "int8")   # on decoded outputs, one tolerance table
+    task.parity(keras_outputs, artifact_outputs, "int8", contract)  # decoded, one tolerance table
 
 Outputs always travel as ``dict[str, np.ndarray]`` keyed by the model's output names, so a model
 with one output and a detector with several go through the same code.
@@ -134,8 +134,10 @@ class Task:
         return dataset
 
     # -- outside the graph ---------------------------------------------------------------------
-    def decode(self, outputs: dict[str, np.ndarray], contract) -> list:
-        """Raw named outputs of a batch -> one prediction per image (argmax, NMS, ...)."""
+    def decode(self, outputs: dict[str, np.ndarray], contract, image_sizes=None) -> list:
+        """Raw named outputs of a batch -> one prediction per image (argmax, NMS, ...);
+        ``image_sizes`` (``(width, height)`` per image, or one for all) places spatial outputs
+        in the original images' pixels (default: the model input's)."""
         raise NotImplementedError
 
     def metric(self, contract) -> StreamingMetric:

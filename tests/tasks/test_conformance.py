@@ -88,7 +88,8 @@ def test_every_task_runs_the_whole_spine(name, tmp_path):
     for row_name, row in rows.items():
         assert key in row["metrics"], row_name  # every row scored with the task's metric
         assert row["latency"]["p50_ms"] > 0, row_name  # and benchmarked
-        assert row["status"] == "ok" or row["reason"], row_name
+        if row_name != "keras":  # and checked against Keras with the task's parity
+            assert any("agreement" in k for k in row["checks"]), row_name
     for row_name in ("float32", "ptq_int8", "qat_int8"):
         checks = rows[row_name]["checks"]
         assert checks["flex_ops"] == [] and checks["custom_ops"] == [], row_name

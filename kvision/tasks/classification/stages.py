@@ -72,8 +72,11 @@ def build_model(model_cfg, splits: ClassificationSplits):
 
     h, w = model_cfg.input_size or splits.data.image_size
     c = model_cfg.channels or splits.data.channels
-    return build(model_cfg.name, (int(h), int(w), int(c)), splits.num_classes,
-                 labels=splits.labels, **model_cfg.options)  # fmt: skip
+    from kvision.workflow import with_resize
+
+    model = build(model_cfg.name, (int(h), int(w), int(c)), splits.num_classes,
+                  labels=splits.labels, **model_cfg.options)  # fmt: skip
+    return with_resize(model, model_cfg.resize)
 
 
 def datasets(cfg, splits: ClassificationSplits, contract, run_dir=None, augment: bool = True):

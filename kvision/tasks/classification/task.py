@@ -105,7 +105,7 @@ class ClassificationTask(Task):
         k = int(model.output_shape[-1])
         return dataset.map(lambda x, y, *w: (x, tf.one_hot(tf.cast(y, tf.int32), k), *w))
 
-    def decode(self, outputs, contract) -> list[dict]:
+    def decode(self, outputs, contract, image_sizes=None) -> list[dict]:
         probs = _single(outputs)
         return [{"class": int(np.argmax(p)), "probabilities": p} for p in probs]
 

@@ -1,10 +1,10 @@
 """Detection examples -> batched ``tf.data`` pipelines with per-anchor targets.
 
 Every image goes through kvision's one decode -> resize path
-(:func:`kvision.preprocess.load_pixels`, a stretch resize to the contract's size), so a served
+(:func:`kvision.preprocess.load_pixels`, the contract's stretch or letterbox resize), so a served
 image is preprocessed as a training image. Boxes are normalized by the image's own size, which a
-stretch resize leaves unchanged. Decoded images are cached in memory as uint8 (a 3,000-image
-160x160 RGB set is 230 MB).
+stretch resize leaves unchanged, or mapped through the letterbox's scale and padding. Decoded
+images are cached in memory as uint8 (a 3,000-image 160x160 RGB set is 230 MB).
 
     ds = detection_dataset(dataset, contract, anchors, batch_size=32, augmenter=aug, seed=0)
     for images, targets in ds:       # float32 [B, H, W, C]; {"class_logits": int32 [B, A],
@@ -23,16 +23,28 @@ from kvision.tasks.detection.anchors import encode_targets_tf
 from kvision.tasks.detection.heads import BOX_OUTPUT, CLASS_OUTPUT
 
 
-def _normalized(example) -> np.ndarray:
-    scale = np.array([example.width, example.height] * 2, np.float32)
-    return (np.asarray(example.boxes, np.float32).reshape(-1, 4) / scale).clip(0.0, 1.0)
+def _normalized(example, contract=None) -> np.ndarray:
+    """The example's boxes normalized to the model input: by the image's own size (a stretch
+    resize keeps them), or mapped through the letterbox's scale and padding."""
+    boxes = np.asarray(example.boxes, np.float32).reshape(-1, 4)
+    if contract is not None and contract.resize == "letterbox":
+        from kvision.preprocess import letterbox_geometry
+
+        size = (contract.height, contract.width)
+        _, pad_x, pad_y, new_w, new_h = letterbox_geometry(example.width, example.height, size)
+        sx, sy = new_w / example.width, new_h / example.height
+        boxes = boxes * np.float32([sx, sy, sx, sy]) + np.float32([pad_x, pad_y, pad_x, pad_y])
+        scale = np.array([contract.width, contract.height] * 2, np.float32)
+    else:
+        scale = np.array([example.width, example.height] * 2, np.float32)
+    return (boxes / scale).clip(0.0, 1.0)
 
 
 def _examples(dataset, contract):
     size = (contract.height, contract.width)
     for ex in dataset.examples:
-        pixels = load_pixels(ex.image_path, contract.channels, size)
-        yield pixels, _normalized(ex), np.asarray(ex.classes, np.int32).reshape(-1)
+        pixels = load_pixels(ex.image_path, contract.channels, size, contract.resize)
+        yield pixels, _normalized(ex, contract), np.asarray(ex.classes, np.int32).reshape(-1)
 
 
 def example_dataset(dataset, contract, cache: bool = True) -> tf.data.Dataset:
@@ -119,5 +131,7 @@ def eval_batches(dataset, contract, batch_size: int = 32):
     examples = dataset.examples
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        pixels = np.stack([load_pixels(ex.image_path, contract.channels, size) for ex in chunk])
+        pixels = np.stack(
+            [load_pixels(ex.image_path, contract.channels, size, contract.resize) for ex in chunk]
+        )
         yield contract.normalize(pixels), chunk

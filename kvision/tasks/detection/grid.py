@@ -19,7 +19,12 @@ sides of its object, ``(l, t, r, b) = s * exp(delta)``.
 
 a cell claimed by several boxes takes the smallest; a box that no cell claims (tiny, or at the
 border) takes the cell whose centre is nearest its centre among the levels that suit it. Every
-other cell is background. Targets use the task's ``[A]`` class / ``[A, 5]`` box layout, so the
+other cell is background. Two limits, as in FCOS: a box that loses every cell it claims to
+smaller boxes has no positive cell, and a forced cell's centre may lie outside its box, whose
+distance targets are then clamped to ``MIN_DISTANCE`` strides: the box decodes grown to reach
+the cell centre, so boxes much smaller than a stride are only approximated. ``lower`` and
+``upper`` tile the sizes without gaps when ``upper / lower`` equals the stride ratio (4 / 2 for
+strides doubling). Targets use the task's ``[A]`` class / ``[A, 5]`` box layout, so the
 focal and smooth-L1 losses are shared with the anchor head.
 """
 
@@ -36,6 +41,9 @@ from kvision.tasks.detection.anchors import _check_image_size, _positive_tuple
 
 #: the log-distance clip when decoding: exp(8) = 2981 strides, far beyond any image
 MAX_LOG_DISTANCE = 8.0
+#: smallest target distance, in strides: a side closer to the cell centre (or on its far side,
+#: for a forced cell) is placed this far out, so targets stay >= log(0.05) = -3.0
+MIN_DISTANCE = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,11 +191,14 @@ def encode_grid_targets_tf(gt_boxes, gt_classes, cells, config: GridConfig | Non
         (reach <= config.upper) | coarsest[:, None]
     )
     candidate = inside & near & suits
-    # a box no cell claims takes the suitable cell whose centre is nearest its centre
+    # a box no cell claims takes the suitable cell whose centre is nearest its centre (any
+    # cell when no level suits it)
     big = tf.constant(1e9, tf.float32)
     distance = tf.square(cx[:, None] - gcx[None]) + tf.square(cy[:, None] - gcy[None])
     unclaimed = valid & ~tf.reduce_any(candidate, axis=0)
-    nearest = tf.argmin(tf.where(suits, distance, big + distance), axis=0, output_type=tf.int32)
+    nearest_suitable = tf.argmin(tf.where(suits, distance, big), axis=0, output_type=tf.int32)
+    nearest_any = tf.argmin(distance, axis=0, output_type=tf.int32)
+    nearest = tf.where(tf.reduce_any(suits, axis=0), nearest_suitable, nearest_any)
     forced = tf.one_hot(nearest, tf.shape(cells)[0], on_value=True, off_value=False, axis=0)
     candidate = candidate | (forced & unclaimed[None, :])
     area = (gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1])
@@ -195,7 +206,7 @@ def encode_grid_targets_tf(gt_boxes, gt_classes, cells, config: GridConfig | Non
     best = tf.argmin(cost, axis=1, output_type=tf.int32)  # the smallest claiming box
     positive = tf.reduce_any(candidate, axis=1)
     own = tf.gather(ltrb, best, axis=1, batch_dims=1)  # [A, 4]
-    deltas = tf.math.log(tf.maximum(own, 1e-3))
+    deltas = tf.math.log(tf.maximum(own, MIN_DISTANCE))
     box_targets = tf.where(positive[:, None], deltas, 0.0)
     class_targets = tf.where(positive, tf.gather(classes, best), -1)
     return {"box_targets": box_targets, "class_targets": class_targets}

@@ -31,6 +31,7 @@ def build_detector(
     name: str | None = None,
     head: str = "anchors",
     grid_config=None,
+    resize: str = "stretch",
 ):
     """A RetinaNet-style one-stage detector with its detection contract attached.
 
@@ -49,6 +50,8 @@ def build_detector(
             (anchor-free, one prediction per cell, FCOS / YOLOX-style assignment:
             :mod:`kvision.tasks.detection.grid`, ``grid_config``).
         grid_config: a ``GridConfig`` or its dict (default ``GridConfig()``), for ``grid``.
+        resize: how images reach the input size: ``"stretch"`` (default) or ``"letterbox"``
+            (aspect ratio kept; boxes are mapped through it in training and decoding).
 
     Returns:
         A tf_keras model with outputs ``{"class_logits", "box_deltas"}`` and
@@ -84,5 +87,7 @@ def build_detector(
     outputs = DetectionTask().build_head(features, len(labels), config, channels, depth)
     default_name = "grid_detector" if head == "grid" else "retinanet_lite"
     model = keras.Model(inputs, outputs, name=name or default_name)
-    contract = InputContract(h, w, c, labels=labels, task="detection", postprocess=post)
+    contract = InputContract(
+        h, w, c, labels=labels, task="detection", postprocess=post, resize=resize
+    )
     return attach_contract(model, contract)

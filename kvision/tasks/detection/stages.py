@@ -120,6 +120,11 @@ def load_splits(data_cfg, seed: int = 0) -> DetectionSplits:
             raise FileNotFoundError(f"`data.test_path` not found: {data_cfg.test_path}")
         test = read(data_cfg.test_path)
     if test is None:
+        if val is None:
+            raise InputValueError(
+                f"{root} gives no validation or test images to score: add val/ or test/ "
+                "sub-folders, set data.val_split > 0, or give data.test_path"
+            )
         test = val
         notes.append("no test split: the validation images are scored")
     train = _limited(train, data_cfg.limit)
@@ -131,8 +136,12 @@ def load_splits(data_cfg, seed: int = 0) -> DetectionSplits:
                 f"{train.labels} (same classes in the same order are needed)"
             )
     problems = [p for s in {id(x): x for x in (train, val, test) if x}.values() for p in s.problems]
-    used = next(iter({fmt} - {"auto"}), "auto")
-    return DetectionSplits(train, val, test, str(root), used, problems, notes)
+    if fmt == "auto":  # name the format the layout was read as
+        from kvision.tasks.detection.formats import _layouts
+
+        first = root / "train" if (root / "train").is_dir() else root
+        fmt = next((name for name, layout in _layouts(first).items() if layout), "auto")
+    return DetectionSplits(train, val, test, str(root), fmt, problems, notes)
 
 
 def _limited(dataset, limit):
@@ -187,6 +196,7 @@ def build_model(model_cfg, splits: DetectionSplits):
         postprocess=head.get("postprocess"),
         head=head.get("type", "anchors"),
         grid_config=head.get("grid"),
+        resize=model_cfg.resize,
     )
 
 

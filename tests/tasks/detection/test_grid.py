@@ -55,19 +55,34 @@ def test_positives_decode_to_their_box_and_sit_inside_it():
 
 
 def test_box_size_picks_the_level():
-    """A 20 px box (reach 10 px <= 4 x 8) lands on stride 8; a 120 px box on stride 32."""
-    config = GridConfig()
+    """A 20 px box (reach <= 20 px <= 4 x 8) lands on stride 8 only; a 140 px box (reach >= 70 px
+    from every cell, > 4 x 16) on stride 32 only: no cell sits on a level boundary."""
     n8, n16 = 20 * 20, 10 * 10
-    cells, cls, _ = _targets([[0.4, 0.4, 0.525, 0.525]], [0])
-    assert np.all(np.flatnonzero(cls == 0) < n8)
-    cells, cls, _ = _targets([[0.1, 0.1, 0.85, 0.85]], [0], config=config)
-    assert np.all(np.flatnonzero(cls == 0) >= n8 + n16)
+    _, cls, _ = _targets([[0.4, 0.4, 0.525, 0.525]], [0])
+    positives = np.flatnonzero(cls == 0)
+    assert len(positives) and np.all(positives < n8)
+    _, cls, _ = _targets([[0.0625, 0.0625, 0.9375, 0.9375]], [0])
+    positives = np.flatnonzero(cls == 0)
+    assert len(positives) and np.all(positives >= n8 + n16)
 
 
-def test_every_box_gets_a_cell_even_tiny_or_at_the_border():
-    boxes = [[0.0, 0.0, 0.01, 0.01], [0.985, 0.985, 1.0, 1.0], [0.5, 0.5, 0.52, 0.51]]
-    _, cls, _ = _targets(boxes, [0, 1, 0])
+def test_tiny_and_border_boxes_get_a_cell_whose_box_contains_them():
+    """A box no cell claims is forced onto the nearest cell; its decoded box is the ground truth
+    grown to reach that cell's centre (contains it, never NaN or inverted)."""
+    boxes = np.array([[0.0, 0.0, 0.01, 0.01], [0.985, 0.985, 1.0, 1.0], [0.5, 0.5, 0.52, 0.51]],
+                     np.float32)  # fmt: skip
+    cells, cls, deltas = _targets(boxes, [0, 1, 0])
     assert (cls == 1).sum() >= 1 and (cls == 0).sum() >= 2
+    assert np.all(deltas[cls >= 0] >= np.log(0.05) - 1e-6)
+    for box in boxes:
+        x0, y0, x1, y1 = box
+        pos = np.flatnonzero(cls >= 0)
+        decoded = decode_ltrb(deltas[pos], cells[pos])
+        contains = np.all(
+            (decoded[:, :2] <= [x0 + 1e-5, y0 + 1e-5]) & (decoded[:, 2:] >= [x1 - 1e-5, y1 - 1e-5]),
+            axis=1,
+        )
+        assert contains.any(), box
 
 
 def test_overlap_goes_to_the_smaller_box_and_no_boxes_is_all_background():
@@ -75,7 +90,8 @@ def test_overlap_goes_to_the_smaller_box_and_no_boxes_is_all_background():
     cells, cls, deltas = _targets([big, small], [0, 1], config=GridConfig(strides=(16,)))
     centre = (cells[:, :2] + cells[:, 2:]) / 2
     in_small = np.all((centre > 0.4) & (centre < 0.6), axis=1)
-    assert np.all(cls[in_small] == 1)
+    assert in_small.any() and np.all(cls[in_small] == 1)
+    assert (cls == 0).any()  # the big box keeps the cells outside the small one
     _, cls, deltas = _targets(np.zeros((0, 4)), [])
     assert np.all(cls == -1) and not deltas.any()
 

@@ -8,7 +8,7 @@ from kvision.tasks.detection.anchors import encode_targets, generate_anchors
 from kvision.tasks.detection.example import DetectionExample
 from kvision.tasks.detection.model import build_detector
 from kvision.tasks.detection.nms import Detections
-from kvision.tasks.detection.task import contract_anchors, detection_agreement
+from kvision.tasks.detection.task import contract_anchors, decode_batch, detection_agreement
 
 LABELS = ["square", "bar"]
 
@@ -108,6 +108,13 @@ def test_parity_float_and_int8_rows(detector):
     assert not parity.ok and "agree 0.00%" in parity.reason
     with pytest.raises(ValueError, match="Missing"):
         task.parity(ref, {"class_logits": lg[None]}, "ptq_int8", contract)
+    # nothing confident in the Keras outputs: a quantized row is not verified, never a pass
+    quiet = {"class_logits": np.full_like(lg[None], -8.0), "box_deltas": dl[None]}
+    parity = task.parity(quiet, quiet, "ptq_int8", contract)
+    assert not parity.ok and parity.reason.startswith("not verified")
+    assert task.parity(quiet, quiet, "float32", contract).ok  # raw outputs still compared
+    broken = {"class_logits": np.full_like(lg[None], np.nan), "box_deltas": dl[None]}
+    assert "Keras outputs contain NaN" in task.parity(broken, ref, "float32", contract).reason
 
 
 def test_focal_loss_matches_the_formula_and_ignores_ignored_anchors():
@@ -142,3 +149,21 @@ def test_contract_derived_from_a_multi_output_model_has_no_fake_labels(detector)
     contract = InputContract.from_model(bare)
     assert contract.shape == (64, 64, 3) and contract.labels == []
     assert InputContract.from_model(bare, labels=LABELS).labels == LABELS
+
+
+def test_letterbox_boxes_go_into_the_input_and_back_to_the_image(detector):
+    """A 128x64 image letterboxed into 64x64 (scale 0.5, 16 px bars above and below): the data
+    pipeline's normalized box and the decoding of perfect outputs map through it exactly."""
+    import dataclasses
+
+    from kvision.tasks.detection.data import _normalized
+
+    contract = dataclasses.replace(detector.kvision_contract, resize="letterbox")
+    box = [20.0, 10.0, 100.0, 50.0]  # original pixels of a 128 x 64 image
+    ex = DetectionExample("x.png", 1, 128, 64, np.array([box]), np.array([1]))
+    expected = np.array([[10, 5 + 16, 50, 25 + 16]], np.float32) / 64  # scale 0.5, pad_y 16
+    np.testing.assert_allclose(_normalized(ex, contract), expected, atol=1e-6)
+    lg, dl = _perfect_outputs(contract, expected * 64, [1])
+    (det,) = decode_batch({"class_logits": lg[None], "box_deltas": dl[None]}, contract, (128, 64))
+    assert det.classes[0] == 1
+    np.testing.assert_allclose(det.boxes[0], box, atol=0.05)

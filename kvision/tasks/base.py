@@ -114,6 +114,9 @@ class Task:
     tolerances: dict[str, Tolerance] = {}
     #: the default file prefix of exported artifacts (``<name>_float32.tflite``, ...)
     artifact_name: str = "model"
+    #: the module with the pipeline hooks (``load_splits``, ``build_model``, ``datasets``,
+    #: ``eval_batches``, ``write_gallery``, ``report_lines``) the default methods call
+    stages: str = ""
 
     # -- model ---------------------------------------------------------------------------------
     def build_head(self, features: dict, num_classes: int, **options) -> dict:
@@ -172,40 +175,52 @@ class Task:
         ``test``, ``labels``, ``num_classes``, ``problems`` (bad input, listed),
         ``write_problems(path)``, ``notes``, ``test_name`` and ``summary()`` (the report's
         ``data`` section)."""
-        raise self._not_on_spine()
+        return self._stages().load_splits(data_cfg, seed)
 
     def build_model(self, model_cfg, splits):
         """The configured model with its contract (task, labels, post-processing) attached."""
-        raise self._not_on_spine()
+        return self._stages().build_model(model_cfg, splits)
 
     def datasets(self, cfg, splits, contract, run_dir=None, augment: bool = True):
         """``(train_ds, val_ds, augmentation report entry)``: batches the compiled loss takes;
         the augmentation preview goes to ``run_dir`` when given."""
-        raise self._not_on_spine()
+        return self._stages().datasets(cfg, splits, contract, run_dir, augment)
 
     def eval_batches(self, split, contract, batch_size: int = 32):
         """``(model inputs, targets for the metric)`` batches over ``split``, in order."""
-        raise self._not_on_spine()
+        return self._stages().eval_batches(split, contract, batch_size)
 
     def sample_inputs(self, split, contract, n: int) -> np.ndarray:
-        """The first ``n`` model inputs of ``split`` (parity and calibration samples)."""
-        raise self._not_on_spine()
+        """The first ``n`` model inputs of ``split`` (parity and calibration samples), from
+        :meth:`eval_batches`."""
+        out, have = [], 0
+        for x, _ in self.eval_batches(split, contract, 64):
+            out.append(np.asarray(x))
+            have += len(x)
+            if have >= n:
+                break
+        return np.concatenate(out)[:n]
 
     def write_gallery(self, run, split, contract, path, n: int = 8):
         """A PNG of predictions on the first ``n`` images of ``split`` (``run(x)`` gives the
         named raw outputs)."""
-        raise self._not_on_spine()
+        return self._stages().write_gallery(run, split, contract, path, n)
 
     def report_lines(self, section: dict) -> list[str]:
         """Markdown lines of the report's evaluation section (``section["metrics"]``)."""
-        raise self._not_on_spine()
+        return self._stages().report_lines(section)
 
     def remedy(self, artifact_name: str) -> str:
         """What to try when a compressed artifact misses the metric floor."""
         return "fine-tune with QAT instead of PTQ, or keep the layers that lose most in float"
 
-    def _not_on_spine(self) -> NotImplementedError:
-        return NotImplementedError(f"Task `{self.name}` does not run on kvision.spine yet.")
+    def _stages(self):
+        """The module implementing this task's pipeline hooks (:attr:`stages`)."""
+        if not self.stages:
+            raise NotImplementedError(f"Task `{self.name}` does not run on kvision.spine yet.")
+        import importlib
+
+        return importlib.import_module(self.stages)
 
     # -- shared helpers ------------------------------------------------------------------------
     def tolerance(self, variant: str) -> Tolerance:

@@ -106,16 +106,6 @@ def eval_batches(split, contract, batch_size: int = 32):
         yield x.numpy(), y.numpy()
 
 
-def sample_inputs(split, contract, n: int) -> np.ndarray:
-    out, have = [], 0
-    for x, _ in eval_batches(split, contract, 64):
-        out.append(x)
-        have += len(x)
-        if have >= n:
-            break
-    return np.concatenate(out)[:n]
-
-
 def write_gallery(run, split, contract, path, n: int = 16) -> Path:
     """The first ``n`` images with the predicted label (green when right, red when wrong)."""
     from PIL import Image, ImageDraw

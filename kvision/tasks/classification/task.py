@@ -63,6 +63,7 @@ class ClassificationTask(Task):
 
     primary_metric = "accuracy"
     higher_is_better = True
+    stages = "kvision.tasks.classification.stages"
     artifact_name = "classifier"
     output_names = (OUTPUT,)
     #: float artifacts must match Keras to 1e-4 and agree on every top-1 class; quantized ones
@@ -150,42 +151,6 @@ class ClassificationTask(Task):
                 f"top-1 agreement {agree:.2%} ({ties} near-ties excused) < required {need:.2%}"
             )
         return Parity(not reasons, checks, reasons)
-
-    # -- the task pipeline: kvision.tasks.classification.stages ----------------------------------
-    def load_splits(self, data_cfg, seed: int = 0):
-        from kvision.tasks.classification import stages
-
-        return stages.load_splits(data_cfg, seed)
-
-    def build_model(self, model_cfg, splits):
-        from kvision.tasks.classification import stages
-
-        return stages.build_model(model_cfg, splits)
-
-    def datasets(self, cfg, splits, contract, run_dir=None, augment: bool = True):
-        from kvision.tasks.classification import stages
-
-        return stages.datasets(cfg, splits, contract, run_dir, augment)
-
-    def eval_batches(self, split, contract, batch_size: int = 32):
-        from kvision.tasks.classification import stages
-
-        return stages.eval_batches(split, contract, batch_size)
-
-    def sample_inputs(self, split, contract, n: int):
-        from kvision.tasks.classification import stages
-
-        return stages.sample_inputs(split, contract, n)
-
-    def write_gallery(self, run, split, contract, path, n: int = 16):
-        from kvision.tasks.classification import stages
-
-        return stages.write_gallery(run, split, contract, path, n)
-
-    def report_lines(self, section: dict) -> list[str]:
-        from kvision.tasks.classification import stages
-
-        return stages.report_lines(section)
 
     def prediction_json(self, prediction, contract, top_k: int = 3) -> dict:
         probs = np.asarray(prediction["probabilities"])

@@ -255,19 +255,6 @@ def eval_batches(split, contract, batch_size: int = 32):
     return batches(split, contract, batch_size)
 
 
-def sample_inputs(split, contract, n: int) -> np.ndarray:
-    """The first ``n`` images of ``split`` as model inputs (parity and calibration samples)."""
-    from kvision.tasks.detection.data import eval_batches as batches
-
-    out, have = [], 0
-    for x, _ in batches(split, contract, 64):
-        out.append(x)
-        have += len(x)
-        if have >= n:
-            break
-    return np.concatenate(out)[:n]
-
-
 def write_gallery(run, split, contract, path: Path, n: int = 8) -> Path:
     """Draw the first ``n`` images of ``split`` with their decoded detections (colour per
     class, label and score) and ground truth (thin white) into one PNG; ``run(x)`` gives the
@@ -277,7 +264,14 @@ def write_gallery(run, split, contract, path: Path, n: int = 8) -> Path:
     from kvision.tasks.detection.task import decode_batch
 
     examples = split.examples[:n]
-    x = sample_inputs(type(split)(examples, split.labels, split.category_ids), contract, n)
+    x = np.concatenate(
+        [
+            b
+            for b, _ in eval_batches(
+                type(split)(examples, split.labels, split.category_ids), contract
+            )
+        ]
+    )
     detections = decode_batch(run(x), contract, [(ex.width, ex.height) for ex in examples])
     tiles = []
     for ex, det in zip(examples, detections, strict=True):

@@ -193,6 +193,7 @@ class DetectionTask(Task):
 
     primary_metric = "mAP@[.5:.95]"
     higher_is_better = True
+    stages = "kvision.tasks.detection.stages"
     artifact_name = "detector"
     output_names = (CLASS_OUTPUT, BOX_OUTPUT)
     #: agreement of confident decoded detections (score >= 0.3) with the Keras model's
@@ -291,42 +292,6 @@ class DetectionTask(Task):
         keep = prediction.scores >= min_score
         return draw_boxes(pixels, prediction.boxes[keep], prediction.classes[keep],
                           contract.labels, prediction.scores[keep])  # fmt: skip
-
-    # -- the task pipeline: kvision.tasks.detection.stages ---------------------------------------
-    def load_splits(self, data_cfg, seed: int = 0):
-        from kvision.tasks.detection import stages
-
-        return stages.load_splits(data_cfg, seed)
-
-    def build_model(self, model_cfg, splits):
-        from kvision.tasks.detection import stages
-
-        return stages.build_model(model_cfg, splits)
-
-    def datasets(self, cfg, splits, contract, run_dir=None, augment: bool = True):
-        from kvision.tasks.detection import stages
-
-        return stages.datasets(cfg, splits, contract, run_dir, augment)
-
-    def eval_batches(self, split, contract, batch_size: int = 32):
-        from kvision.tasks.detection import stages
-
-        return stages.eval_batches(split, contract, batch_size)
-
-    def sample_inputs(self, split, contract, n: int):
-        from kvision.tasks.detection import stages
-
-        return stages.sample_inputs(split, contract, n)
-
-    def write_gallery(self, run, split, contract, path, n: int = 8):
-        from kvision.tasks.detection import stages
-
-        return stages.write_gallery(run, split, contract, path, n)
-
-    def report_lines(self, section: dict) -> list[str]:
-        from kvision.tasks.detection import stages
-
-        return stages.report_lines(section)
 
     def remedy(self, artifact_name: str) -> str:
         if "qat" in artifact_name:

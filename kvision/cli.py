@@ -59,14 +59,16 @@ def _add_strict(p):
 
 def _prediction_text(result: dict) -> str:
     """One line per file: top-k labels, or the detections (label score [box])."""
+    from kvision.predict import DRAW_SCORE
+
     if "top_k" in result:
         return ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
     detections = result.get("detections", [])
-    shown = [d for d in detections if d["score"] >= 0.3]
+    shown = [d for d in detections if d["score"] >= DRAW_SCORE]
     parts = [
         f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]" for d in shown
     ]
-    return f"{len(shown)} detections (score >= 0.3; {len(detections)} in --json)" + (
+    return f"{len(shown)} detections (score >= {DRAW_SCORE}; {len(detections)} in --json)" + (
         ": " + "; ".join(parts) if parts else ""
     )
 

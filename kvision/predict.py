@@ -98,7 +98,7 @@ def predict_task_files(model_path, files, out_dir=None) -> list[dict]:
 
     from kvision.io import atomic_write_text
     from kvision.models import InputContract
-    from kvision.preprocess import load_pixels
+    from kvision.preprocess import decode_image, image_pixels, read_bytes
     from kvision.runtime import open_runtime
     from kvision.tasks import get_task
 
@@ -112,15 +112,17 @@ def predict_task_files(model_path, files, out_dir=None) -> list[dict]:
     size = (contract.height, contract.width)
     results = []
     for f in files:
-        original = load_pixels(f, contract.channels)
-        x = contract.normalize(load_pixels(f, contract.channels, size, contract.resize)[None])
-        h, w = original.shape[:2]
+        image = decode_image(read_bytes(f), f)  # decoded once: model input and drawing
+        x = image_pixels(image, contract.channels, size, f, contract.resize)[None]
+        x = contract.normalize(x)
+        w, h = image.size
         prediction = task.decode(runtime.run(x), contract, [(w, h)])[0]
         result = {"file": str(f), **task.prediction_json(prediction, contract)}
         results.append(result)
         if out_dir is not None:
             out = Path(out_dir)
             stem = Path(f).stem
+            original = image_pixels(image, contract.channels, source=f)
             drawn = task.draw(original, prediction, contract, min_score=DRAW_SCORE)
             _write_png(drawn, out / f"{stem}.png")
             atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2))

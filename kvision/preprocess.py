@@ -90,6 +90,17 @@ def letterbox_geometry(width: int, height: int, size) -> tuple[float, int, int, 
     return scale, (target_w - new_w) // 2, (target_h - new_h) // 2, new_w, new_h
 
 
+def letterbox_boxes(boxes, width: int, height: int, size, inverse: bool = False) -> np.ndarray:
+    """Map xyxy pixel boxes of a ``width`` x ``height`` image into its letterboxed model input
+    of ``size`` = ``(height, width)`` (``inverse=True``: from the input back to the image).
+    float32 ``[N, 4]``."""
+    _, pad_x, pad_y, new_w, new_h = letterbox_geometry(width, height, size)
+    scale = np.float32([new_w / width, new_h / height] * 2)
+    pad = np.float32([pad_x, pad_y] * 2)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return (boxes - pad) / scale if inverse else boxes * scale + pad
+
+
 class ImageError(ValueError):
     """One image cannot be used. ``path`` and ``reason`` say which and why.
 

@@ -21,6 +21,7 @@ Compression here is post-training quantization (``ptq``) and quantization-aware 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,11 @@ _NOT_RUN = (
 
 @dataclass
 class TaskRun:
-    """What training leaves behind: the best model, its contract, the splits and the pipelines."""
+    """What training leaves behind: the best model, its contract, the splits and the pipelines.
+
+    ``keras_run`` (the model's one compiled runner) and :meth:`samples` are shared by every
+    stage, so the Keras reference outputs are computed once.
+    """
 
     task: object
     model: object
@@ -55,6 +60,25 @@ class TaskRun:
     wall_s: float
     epochs: int
     epochs_reason: str | None = None
+    _samples: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    @functools.cached_property
+    def keras_run(self):
+        return keras_runner(self.model)
+
+    def samples(self, n: int):
+        """``(inputs, Keras outputs)`` of the first ``n`` validation images (the test split's
+        when there is no validation split): what every artifact is compared with."""
+        if n not in self._samples:
+            split = self.splits.val if self.splits.val is not None else self.splits.test
+            x = self.task.sample_inputs(split, self.contract, n)
+            self._samples[n] = (x, self.keras_run(x))
+        return self._samples[n]
+
+
+def _runtime(fmt: str) -> str:
+    """The kvision.runtime name that runs an artifact of format ``fmt``."""
+    return "litert" if fmt == "tflite" else "tf_cpu"
 
 
 def named(cfg: PipelineConfig) -> PipelineConfig:
@@ -157,9 +181,8 @@ def evaluate(run: TaskRun, cfg: PipelineConfig) -> dict:
     from kvision.evaluate import plot_training_curves
 
     task, run_dir = run.task, cfg.run_dir
-    keras_run = keras_runner(run.model)
     split = run.splits.test
-    metrics = score(task, run.contract, task.eval_batches(split, run.contract), keras_run)
+    metrics = score(task, run.contract, task.eval_batches(split, run.contract), run.keras_run)
     if metrics.get(task.primary_metric) is None:
         raise InputValueError(
             f"The {run.splits.test_name} split gives no {task.primary_metric} (no ground truth "
@@ -167,7 +190,7 @@ def evaluate(run: TaskRun, cfg: PipelineConfig) -> dict:
             "against the float model. Give a split with annotations (data.test_path=...)."
         )
     atomic_write_json(run_dir / "metrics.json", metrics)
-    task.write_gallery(keras_run, split, run.contract, run_dir / "predictions.png")
+    task.write_gallery(run.keras_run, split, run.contract, run_dir / "predictions.png")
     if run.fit.history_csv and Path(run.fit.history_csv).is_file():
         plot_training_curves(run.fit.history_csv, run_dir / "training_curves.png")
     return {
@@ -198,7 +221,7 @@ def verify(run: TaskRun, path, fmt: str, name: str, variant: str, samples, refer
             checks.update(ops=ops, flex_ops=flex, custom_ops=custom)
             if flex or custom:
                 raise ValueError(f"needs non-builtin ops: {flex + custom}")
-        rt = open_runtime(path, "litert" if fmt == "tflite" else "tf_cpu")
+        rt = open_runtime(path, _runtime(fmt))
         rt.load()
         checks["inputs"] = [[t.name, str(t.dtype)] for t in rt.inputs]
         checks["outputs"] = [[t.name, str(t.dtype)] for t in rt.outputs]
@@ -216,12 +239,6 @@ def verify(run: TaskRun, path, fmt: str, name: str, variant: str, samples, refer
     return Artifact(name, fmt, str(path), path_size(path), gzip_size(path), status, reason, checks)
 
 
-def _samples(run: TaskRun, n: int):
-    split = run.splits.val if run.splits.val is not None else run.splits.test
-    samples = run.task.sample_inputs(split, run.contract, n)
-    return samples, keras_runner(run.model)(samples)
-
-
 def export(run: TaskRun, cfg: PipelineConfig) -> list:
     """SavedModel (TF Serving layout) and float32 ``.tflite`` in ``<run>/export``, each checked
     with the task's parity on validation images."""
@@ -230,7 +247,7 @@ def export(run: TaskRun, cfg: PipelineConfig) -> list:
     from kvision.export.saved_model import export_saved_model
 
     out = cfg.run_dir / "export"
-    samples, reference = _samples(run, cfg.export.verify_samples)
+    samples, reference = run.samples(cfg.export.verify_samples)
     artifacts = []
     name = cfg.export.model_name
     if "saved_model" in cfg.export.formats:
@@ -273,7 +290,7 @@ def compress(
 
     c, task = cfg.compress, run.task
     out = cfg.run_dir / "compress" / "tflite"
-    samples, reference = _samples(run, c.verify_samples)
+    samples, reference = run.samples(c.verify_samples)
     n_calib = max(c.ptq.calibration_samples, c.qat.calibration_samples)
     calibration = task.sample_inputs(run.splits.train, run.contract, n_calib)
     section = {"primary_metric": task.primary_metric, "float_metric": keras_value,
@@ -358,7 +375,7 @@ def _score_artifact(run: TaskRun, art, keras_value: float, floor_points: float) 
 
     task, key = run.task, run.task.primary_metric
     try:
-        rt = open_runtime(art.path, "litert" if art.format == "tflite" else "tf_cpu")
+        rt = open_runtime(art.path, _runtime(art.format))
         rt.load()
         batches = task.eval_batches(run.splits.test, run.contract)
         metrics = score(task, run.contract, batches, rt.run)
@@ -400,7 +417,7 @@ def benchmark(run: TaskRun, artifacts, cfg: PipelineConfig, keras_value: float) 
         if key not in art.metrics:
             _score_artifact(run, art, keras_value, float("inf"))
         try:
-            runtime = "litert" if art.format == "tflite" else "tf_cpu"
+            runtime = _runtime(art.format)
             rt = open_runtime(art.path, runtime, threads=b.threads if runtime == "litert" else None)
             rt.load()
             art.latency = measure_latency(lambda v, r=rt: r.run(v), one, warmup=b.warmup,
@@ -411,14 +428,13 @@ def benchmark(run: TaskRun, artifacts, cfg: PipelineConfig, keras_value: float) 
             rt.close()
         except Exception as exc:
             art.status, art.reason = "failed", f"benchmark failed: {short_reason(exc)}"
-    keras_run = keras_runner(run.model)
     checkpoint = Path(run.fit.checkpoint)
     size = checkpoint.stat().st_size if checkpoint.is_file() else 0
     keras_row = {
         "name": "keras", "format": "keras", "path": str(checkpoint), "size_bytes": size,
         "gzip_bytes": gzip_size(checkpoint) if size else 0, "status": "ok", "reason": "",
         "metrics": {key: keras_value, "delta_vs_keras": 0.0},
-        "latency": measure_latency(keras_run, one, warmup=b.warmup, runs=b.runs),
+        "latency": measure_latency(run.keras_run, one, warmup=b.warmup, runs=b.runs),
         "checks": {},
     }  # fmt: skip
     return [keras_row, *(a.to_dict() for a in artifacts)]
@@ -474,34 +490,8 @@ def run_task_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") 
 
 
 def _report(cfg, run: TaskRun, evaluation, walls, rows, compression, in_progress) -> dict:
-    from kvision.config import to_dict
-    from kvision.workflow import _relative, run_info
+    from kvision.workflow import report_frame
 
-    run_dir = cfg.run_dir
-    for row in rows:
-        row["path"] = _relative(row["path"], run_dir)
-    data = run.splits.summary()
-    data["bad_files_path"] = "bad_files.csv" if run.splits.problems else None
-    fit = run.fit
-    return {
-        "schema_version": 1,
-        "run": run_info(cfg, walls, in_progress),
-        "config": to_dict(cfg),
-        "data": data,
-        "augmentation": run.augment,
-        "training": {
-            "epochs": run.epochs,
-            "epochs_reason": run.epochs_reason,
-            "epochs_run": fit.epochs_run,
-            "resumed_from_epoch": fit.resumed_from_epoch,
-            "best_epoch": fit.best_epoch,
-            "monitor": fit.monitor,
-            "best_monitor_value": fit.best_value,
-            "history_csv": _relative(fit.history_csv, run_dir),
-            "curves_png": "training_curves.png",
-            "checkpoint": _relative(fit.checkpoint, run_dir),
-        },
-        "task": evaluation,
-        "compression": compression,
-        "artifacts": rows,
-    }
+    bad_files = bool(run.splits.problems)
+    return report_frame(cfg, run, run.epochs, bad_files, walls, rows, compression, in_progress,
+                        {"task": evaluation})  # fmt: skip

@@ -100,6 +100,7 @@ def make_model(cfg: PipelineConfig, splits):
     this dataset's classes (transfer learning); otherwise ``model.name`` is built from scratch.
     """
     from kvision.models import build_model
+    from kvision.models.contract import with_resize
 
     h, w = cfg.model.input_size or splits.image_size
     c = cfg.model.channels or splits.channels
@@ -123,18 +124,6 @@ def make_model(cfg: PipelineConfig, splits):
             raise FileNotFoundError(f"`model.weights` file not found: {path}")
         model.load_weights(str(path))
     return with_resize(model, cfg.model.resize)
-
-
-def with_resize(model, resize: str):
-    """``model`` with its contract's resize mode set to ``resize`` (``model.resize``)."""
-    import dataclasses
-
-    from kvision.models import InputContract, attach_contract
-
-    contract = InputContract.from_model(model)
-    if contract.resize == resize:
-        return model
-    return attach_contract(model, dataclasses.replace(contract, resize=resize))
 
 
 def _set_precision(cfg: PipelineConfig) -> str:
@@ -549,33 +538,51 @@ def run_pipeline(cfg: PipelineConfig, fresh: bool = False, verbose="auto") -> di
 
 def _report(cfg, run, evaluation, walls, rows, compression, in_progress) -> dict:
     """The report dict of a pipeline run (``in_progress``: the stage still running, or None)."""
+    epochs = run.epochs if run.epochs is not None else cfg.train.epochs
+    bad_files = bool(run.splits.bad_files)
+    return report_frame(cfg, run, epochs, bad_files, walls, rows, compression, in_progress,
+                        {"evaluation": evaluation})  # fmt: skip
+
+
+def report_frame(
+    cfg, run, epochs, bad_files: bool, walls, rows, compression, in_progress, sections: dict
+) -> dict:
+    """The report dict every pipeline writes: run, config, data, augmentation, training,
+    then ``sections`` (the task's evaluation), compression and the artifact rows (whose paths
+    become relative to the run directory). ``run`` has ``splits``, ``augment``,
+    ``epochs_reason`` and ``fit``."""
     run_dir = cfg.run_dir
     for row in rows:
         row["path"] = _relative(row["path"], run_dir)
     data = run.splits.summary()
-    data["bad_files_path"] = "bad_files.csv" if run.splits.bad_files else None
-    fit = run.fit
-    info = run_info(cfg, walls, in_progress)
+    data["bad_files_path"] = "bad_files.csv" if bad_files else None
     return {
         "schema_version": 1,
-        "run": info,
+        "run": run_info(cfg, walls, in_progress),
         "config": to_dict(cfg),
         "data": data,
         "augmentation": run.augment,
-        "training": {
-            "epochs": run.epochs if run.epochs is not None else cfg.train.epochs,
-            "epochs_reason": run.epochs_reason,
-            "epochs_run": fit.epochs_run,
-            "resumed_from_epoch": fit.resumed_from_epoch,
-            "best_epoch": fit.best_epoch,
-            "best_val_accuracy": fit.best_val_accuracy,
-            "history_csv": _relative(fit.history_csv, run_dir),
-            "curves_png": "training_curves.png",
-            "checkpoint": _relative(fit.checkpoint, run_dir),
-        },
-        "evaluation": evaluation,
+        "training": training_section(run.fit, epochs, run.epochs_reason, run_dir),
+        **sections,
         "compression": compression,
         "artifacts": rows,
+    }
+
+
+def training_section(fit, epochs, epochs_reason, run_dir: Path) -> dict:
+    """The report's ``training`` section from a :class:`~kvision.train.FitResult`."""
+    return {
+        "epochs": epochs,
+        "epochs_reason": epochs_reason,
+        "epochs_run": fit.epochs_run,
+        "resumed_from_epoch": fit.resumed_from_epoch,
+        "best_epoch": fit.best_epoch,
+        "best_val_accuracy": fit.best_val_accuracy,
+        "monitor": fit.monitor,
+        "best_monitor_value": fit.best_value,
+        "history_csv": _relative(fit.history_csv, run_dir),
+        "curves_png": "training_curves.png",
+        "checkpoint": _relative(fit.checkpoint, run_dir),
     }
 
 

@@ -31,6 +31,22 @@ def tiny_npz(tmp_path, tiny_images):
     return path
 
 
+#: the settings of a tiny task-pipeline run (a few steps, 8 samples per check), shared by the
+#: detection pipeline test and the conformance test
+TINY_SPINE_OVERRIDES = [
+    "data.batch_size=8",
+    "model.options.width=0.25",
+    "compress.ptq.variants=[int8]",
+    "compress.qat.epochs=1",
+    "compress.qat.outputs=[int8]",
+    "compress.steps_per_epoch=2",
+    "compress.ptq.calibration_samples=8",
+    "compress.qat.calibration_samples=8",
+    "compress.verify_samples=8",
+    "export.verify_samples=8",
+    "benchmark.warmup=1",
+]
+
 TINY_DETECTION_LABELS = ["square", "disc"]
 
 

@@ -26,7 +26,7 @@ contract that contradicts the tensor.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -193,10 +193,9 @@ class InputContract:
             raise InputValueError(
                 f"`channels` should be 1 or 3. Received: channels={self.channels!r}"
             )
-        if self.resize not in ("stretch", "letterbox"):
-            raise InputValueError(
-                f"`resize` should be 'stretch' or 'letterbox'. Received: resize={self.resize!r}"
-            )
+        from kvision.preprocess import check_resize
+
+        check_resize(self.resize)
         if self.input_domain != FLOAT_DOMAIN:
             self._check_raw_domain()
 
@@ -419,3 +418,11 @@ def attach_contract(model, contract: InputContract):
     """Attach ``contract`` to ``model`` (as ``model.kvision_contract``) and return the model."""
     model.kvision_contract = contract
     return model
+
+
+def with_resize(model, resize: str):
+    """``model`` with its contract's resize mode set to ``resize`` (``model.resize``)."""
+    contract = InputContract.from_model(model)
+    if contract.resize == resize:
+        return model
+    return attach_contract(model, replace(contract, resize=resize))

@@ -25,6 +25,7 @@ from kvision.report.markdown import (
     fmt_seconds,
     fmt_transform,
     lookup,
+    metric_columns,
     metric_key,
     summarize,
 )
@@ -156,7 +157,7 @@ def _cards(report: Mapping) -> str:
 
 
 def _artifacts(artifacts, split: str, metric: str = "accuracy") -> str:
-    columns = [metric if c == "accuracy" else c for c in ARTIFACT_COLUMNS]
+    columns = metric_columns(ARTIFACT_COLUMNS, metric)
     head = "".join(
         f'<th class="{"num" if i >= _NUMERIC_FROM else ""}">{_e(c)}</th>'
         for i, c in enumerate(columns)
@@ -221,10 +222,9 @@ def _compression(report: Mapping) -> str:
     rows = compression_rows(report)
     if not section and not rows:
         return ""
-    metric = metric_key(report)
     head = "".join(
-        f'<th class="{"num" if 2 <= i <= 5 else ""}">{_e(metric if c == "accuracy" else c)}</th>'
-        for i, c in enumerate(COMPRESSION_COLUMNS)
+        f'<th class="{"num" if 2 <= i <= 5 else ""}">{_e(c)}</th>'
+        for i, c in enumerate(metric_columns(COMPRESSION_COLUMNS, metric_key(report)))
     )
     cell = '<td class="{}">{}</td>'.format
     body = "".join(

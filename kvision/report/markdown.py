@@ -19,6 +19,7 @@ __all__ = [
     "artifact_row",
     "lookup",
     "metric_key",
+    "metric_columns",
     "ARTIFACT_COLUMNS",
 ]
 
@@ -90,7 +91,7 @@ def summarize(report: Mapping) -> dict:
     keras_value = evaluation.get("accuracy")
     if keras_value is None:
         keras_value = lookup(report, "task", "metrics", key)
-    sign = -1.0 if lookup(report, "task", "higher_is_better") is False else 1.0
+    sign = metric_sign(report)
 
     def best_key(a):  # best metric first; on a tie an exported artifact beats the Keras row
         return sign * a["metrics"][key], a.get("format") != "keras"
@@ -111,6 +112,16 @@ def metric_key(report: Mapping) -> str:
     """The metric the artifacts are compared on: the task's primary metric (``accuracy`` for a
     classification report, which has no ``task`` section)."""
     return lookup(report, "task", "primary_metric") or "accuracy"
+
+
+def metric_sign(report: Mapping) -> float:
+    """+1 when the report's metric is higher-is-better (accuracy, mAP), -1 when lower is."""
+    return -1.0 if lookup(report, "task", "higher_is_better") is False else 1.0
+
+
+def metric_columns(columns, metric: str) -> list[str]:
+    """Table headers with the ``accuracy`` column named after the report's metric."""
+    return [metric if c == "accuracy" else c for c in columns]
 
 
 def artifact_row(artifact: Mapping, metric: str = "accuracy") -> list[str]:
@@ -363,7 +374,7 @@ def _artifacts_section(artifacts, metric: str = "accuracy") -> list[str]:
         if a["status"] == "failed":
             cells[2] = "**failed**"
         rows.append(cells)
-    columns = [metric if c == "accuracy" else c for c in ARTIFACT_COLUMNS]
+    columns = metric_columns(ARTIFACT_COLUMNS, metric)
     lines += [*_table(columns, rows, right=range(3, len(ARTIFACT_COLUMNS))), ""]
     failed = [a for a in artifacts if a["status"] == "failed"]
     if failed:
@@ -394,7 +405,7 @@ def compression_rows(report: Mapping) -> list[list[str]]:
     section = report.get("compression") or {}
     key = metric_key(report)
     float_acc = section.get("float_accuracy", section.get("float_metric"))
-    sign = -1.0 if lookup(report, "task", "higher_is_better") is False else 1.0
+    sign = metric_sign(report)
     rows = []
     for a in report.get("artifacts") or []:
         info = a.get("compression") or {}
@@ -494,7 +505,7 @@ def _compression_section(report: Mapping) -> list[str]:
             "",
         ]
     if rows:
-        columns = [key if c == "accuracy" else c for c in COMPRESSION_COLUMNS]
+        columns = metric_columns(COMPRESSION_COLUMNS, key)
         lines += [*_table(columns, rows, right=range(2, 6)), ""]
     distill = distill_line(section.get("distill"))
     if distill:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_SPINE_OVERRIDES, write_tiny_detection_split
 
 from kvision.config import load_config
 from kvision.tasks import get_task, list_tasks
@@ -34,8 +35,6 @@ def _classification_data(root: Path) -> list[str]:
 
 
 def _detection_data(root: Path) -> list[str]:
-    from conftest import write_tiny_detection_split
-
     for seed, (name, n) in enumerate((("train", 16), ("val", 8), ("test", 8))):
         write_tiny_detection_split(root, name, n, seed)
     return [f"data.path={root}", "model.head.channels=16", "model.head.depth=1"]
@@ -61,20 +60,10 @@ def test_every_task_runs_the_whole_spine(name, tmp_path):
             f"runs_dir={tmp_path / 'runs'}",
             f"name={name}",
             *data,
-            "data.batch_size=8",
-            "model.options.width=0.25",
+            *TINY_SPINE_OVERRIDES,
             "train.epochs=1",
             "compress.techniques=[ptq,qat]",
-            "compress.ptq.variants=[int8]",
-            "compress.qat.epochs=1",
-            "compress.qat.outputs=[int8]",
-            "compress.steps_per_epoch=2",
-            "compress.ptq.calibration_samples=8",
-            "compress.qat.calibration_samples=8",
-            "compress.verify_samples=8",
-            "export.verify_samples=8",
             "benchmark.runs=2",
-            "benchmark.warmup=1",
         ]
     )
     report = run_task_pipeline(cfg, verbose=0)

@@ -72,7 +72,7 @@ def build_model(model_cfg, splits: ClassificationSplits):
 
     h, w = model_cfg.input_size or splits.data.image_size
     c = model_cfg.channels or splits.data.channels
-    from kvision.workflow import with_resize
+    from kvision.models.contract import with_resize
 
     model = build(model_cfg.name, (int(h), int(w), int(c)), splits.num_classes,
                   labels=splits.labels, **model_cfg.options)  # fmt: skip

@@ -28,12 +28,10 @@ def _normalized(example, contract=None) -> np.ndarray:
     resize keeps them), or mapped through the letterbox's scale and padding."""
     boxes = np.asarray(example.boxes, np.float32).reshape(-1, 4)
     if contract is not None and contract.resize == "letterbox":
-        from kvision.preprocess import letterbox_geometry
+        from kvision.preprocess import letterbox_boxes
 
         size = (contract.height, contract.width)
-        _, pad_x, pad_y, new_w, new_h = letterbox_geometry(example.width, example.height, size)
-        sx, sy = new_w / example.width, new_h / example.height
-        boxes = boxes * np.float32([sx, sy, sx, sy]) + np.float32([pad_x, pad_y, pad_x, pad_y])
+        boxes = letterbox_boxes(boxes, example.width, example.height, size)
         scale = np.array([contract.width, contract.height] * 2, np.float32)
     else:
         scale = np.array([example.width, example.height] * 2, np.float32)

@@ -1,6 +1,6 @@
 """Draw boxes, labels and scores on images, and lay images out in a grid (Pillow).
 
-tile = draw_boxes(pixels, det.boxes, det.classes, labels, det.scores)   # uint8 [H, W, 3]
+tile = draw_detections(pixels, det, labels, min_score=0.3)   # uint8 [H, W, 3]
 write_grid([tile, ...], "runs/x/predictions.png")
 """
 
@@ -58,6 +58,14 @@ def draw_boxes(
             draw.rectangle([left - 1, top - 1, right + 1, bottom + 1], fill=c)
             draw.text((x, y), text, fill=(255, 255, 255))
     return np.asarray(image)
+
+
+def draw_detections(pixels, detections, labels, min_score: float = 0.0) -> np.ndarray:
+    """``pixels`` with the ``Detections`` scoring at least ``min_score`` drawn: a box in the
+    class's colour captioned ``label score``. uint8 ``[H, W, 3]``."""
+    keep = detections.scores >= min_score
+    return draw_boxes(pixels, detections.boxes[keep], detections.classes[keep], labels,
+                      detections.scores[keep])  # fmt: skip
 
 
 def write_grid(tiles, path, columns: int = 4, pad: int = 4) -> Path:

@@ -234,8 +234,7 @@ def _preview(dataset, contract, augmenter, path: Path, seed: int, n: int = 8) ->
     from kvision.tasks.detection.data import example_dataset
     from kvision.tasks.detection.draw import draw_boxes, write_grid
 
-    ds = example_dataset(type(dataset)(dataset.examples[:n], dataset.labels, dataset.category_ids),
-                         contract, cache=False)  # fmt: skip
+    ds = example_dataset(_limited(dataset, n), contract, cache=False)
     import tensorflow as tf
 
     ds = ds.map(lambda p, b, c: (tf.cast(p, tf.float32) / 255.0, b, c))
@@ -256,31 +255,23 @@ def eval_batches(split, contract, batch_size: int = 32):
 
 
 def write_gallery(run, split, contract, path: Path, n: int = 8) -> Path:
-    """Draw the first ``n`` images of ``split`` with their decoded detections (colour per
-    class, label and score) and ground truth (thin white) into one PNG; ``run(x)`` gives the
-    named raw outputs of a batch."""
+    """Draw the first ``n`` images of ``split`` with their decoded detections scoring at least
+    ``kvision.predict.DRAW_SCORE`` (colour per class, label and score) and ground truth (thin
+    white) into one PNG; ``run(x)`` gives the named raw outputs of a batch."""
+    from kvision.predict import DRAW_SCORE
     from kvision.preprocess import load_pixels
-    from kvision.tasks.detection.draw import draw_boxes, write_grid
+    from kvision.tasks.detection.draw import draw_boxes, draw_detections, write_grid
     from kvision.tasks.detection.task import decode_batch
 
-    examples = split.examples[:n]
-    x = np.concatenate(
-        [
-            b
-            for b, _ in eval_batches(
-                type(split)(examples, split.labels, split.category_ids), contract
-            )
-        ]
-    )
+    first = _limited(split, n)
+    x = np.concatenate([b for b, _ in eval_batches(first, contract)])
+    examples = first.examples
     detections = decode_batch(run(x), contract, [(ex.width, ex.height) for ex in examples])
     tiles = []
     for ex, det in zip(examples, detections, strict=True):
         pixels = load_pixels(ex.image_path, 3)
-        keep = det.scores >= 0.3
-        tile = draw_boxes(pixels, ex.boxes, None, None, color=(255, 255, 255), width=1)
-        tiles.append(
-            draw_boxes(tile, det.boxes[keep], det.classes[keep], split.labels, det.scores[keep])
-        )
+        truth = draw_boxes(pixels, ex.boxes, color=(255, 255, 255), width=1)
+        tiles.append(draw_detections(truth, det, split.labels, DRAW_SCORE))
     return write_grid(tiles, path)
 
 

@@ -131,7 +131,7 @@ def decode_batch(outputs: dict, contract, image_sizes) -> list:
 
 def _unletterboxed(outputs, contract, sizes) -> list:
     """Decode in model-input pixels, then undo each image's letterbox (scale and padding)."""
-    from kvision.preprocess import letterbox_geometry
+    from kvision.preprocess import letterbox_boxes
     from kvision.tasks.detection.boxes import clip_boxes
     from kvision.tasks.detection.nms import Detections
 
@@ -139,13 +139,8 @@ def _unletterboxed(outputs, contract, sizes) -> list:
     decoded = decode_batch(outputs, stretched, (contract.width, contract.height))
     out = []
     for det, (w, h) in zip(decoded, sizes, strict=True):
-        _, pad_x, pad_y, new_w, new_h = letterbox_geometry(
-            int(w), int(h), (contract.height, contract.width)
-        )
-        sx, sy = new_w / w, new_h / h
-        boxes = (det.boxes - np.float32([pad_x, pad_y, pad_x, pad_y])) / np.float32(
-            [sx, sy, sx, sy]
-        )
+        size = (contract.height, contract.width)
+        boxes = letterbox_boxes(det.boxes, int(w), int(h), size, inverse=True)
         boxes = clip_boxes(boxes, float(w), float(h))
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         out.append(Detections(boxes[keep], det.scores[keep], det.classes[keep]))
@@ -287,11 +282,9 @@ class DetectionTask(Task):
         return {"detections": prediction.to_json(contract.labels)}
 
     def draw(self, pixels, prediction, contract, min_score: float = 0.0):
-        from kvision.tasks.detection.draw import draw_boxes
+        from kvision.tasks.detection.draw import draw_detections
 
-        keep = prediction.scores >= min_score
-        return draw_boxes(pixels, prediction.boxes[keep], prediction.classes[keep],
-                          contract.labels, prediction.scores[keep])  # fmt: skip
+        return draw_detections(pixels, prediction, contract.labels, min_score)
 
     def remedy(self, artifact_name: str) -> str:
         if "qat" in artifact_name:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_SPINE_OVERRIDES
 from PIL import Image
 
 from kvision.config import load_config
@@ -36,22 +37,12 @@ def report(data_root, tmp_path_factory):
             "task=detection",
             f"data.path={data_root}",
             f"runs_dir={runs}",
-            "data.batch_size=8",
-            "model.options.width=0.25",
+            *TINY_SPINE_OVERRIDES,
             "model.head.channels=16",
             "model.head.depth=1",
             "train.epochs=2",
             "compress.techniques=[ptq,qat,pqat]",
-            "compress.ptq.variants=[int8]",
-            "compress.qat.epochs=1",
-            "compress.qat.outputs=[int8]",
-            "compress.steps_per_epoch=2",
-            "compress.ptq.calibration_samples=8",
-            "compress.qat.calibration_samples=8",
-            "compress.verify_samples=8",
-            "export.verify_samples=8",
             "benchmark.runs=3",
-            "benchmark.warmup=1",
         ]
     )
     return run_pipeline(cfg, verbose=0), runs / "detection_compact_mobilenet"

@@ -13,8 +13,9 @@ reason go into the run report:
   rotations and zooms and *no flips*, which assume a mirror symmetry that digits, text and many
   other images do not have. Borders are filled with the nearest pixel, so no mirrored strokes
   appear at the edges.
-- **Epochs.** Fashion-MNIST's 54,000 training images are seen 14 times, about 5,900 optimizer
-  steps at batch 128. A smaller set gets more epochs, so that training runs for a similar number
+- **Epochs.** Fashion-MNIST's 54,000 training images are seen 16 times, about 6,750 optimizer
+  steps at batch 128 (14 epochs gave a float test accuracy median of 0.9249 over 11 runs, at
+  the 0.925 bar). A smaller set gets more epochs, so that training runs for a similar number
   of steps (at least ``MIN_STEPS``), capped at ``MAX_EPOCHS``; a larger one never fewer than
   ``MIN_EPOCHS``.
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 AUTO = "auto"
 
-MIN_EPOCHS = 14
+MIN_EPOCHS = 16
 MAX_EPOCHS = 60
 MIN_STEPS = 3_000  # optimizer steps a from-scratch training should get at least
 

@@ -123,7 +123,7 @@ class TrainConfig:
     """Keras ``fit`` settings.
 
     Args:
-        epochs: number of epochs, or ``auto`` (default): 14 for a dataset of Fashion-MNIST's
+        epochs: number of epochs, or ``auto`` (default): 16 for a dataset of Fashion-MNIST's
             size, more for a smaller one so that training still gets about 3,000 optimizer
             steps (at most 60 epochs; see :mod:`kvision.auto`).
         learning_rate: peak learning rate of the cosine schedule.

@@ -58,11 +58,20 @@ def _add_strict(p):
 
 
 def _prediction_text(result: dict) -> str:
-    """One line per file: top-k labels, or the detections (label score [box])."""
+    """One line per file: top-k labels, the detections (label score [box]), or the pixels of
+    each class in the mask."""
     from kvision.predict import DRAW_SCORE
 
     if "top_k" in result:
         return ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
+    if "segmentation" in result:
+        seg = result["segmentation"]
+        h, w = seg["size"]
+        classes = [f"{c['label']} {c['pixels']:,} px" for c in seg["classes"]]
+        text = f"{w}x{h} mask: " + (", ".join(classes) or "background only")
+        if "instances" in seg:
+            text += f"; {seg['instances']['count']} instances"
+        return text
     detections = result.get("detections", [])
     shown = [d for d in detections if d["score"] >= DRAW_SCORE]
     parts = [
@@ -314,7 +323,7 @@ def _dispatch(args) -> int:
         task = workflow.saved_task(args.model)
         if args.out and task in (None, "classification"):
             raise InputValueError(
-                "`--out` writes images with detections drawn; this model is a classifier "
+                "`--out` writes images with detections or masks drawn; this model is a classifier "
                 "(its labels are printed, or use --json)"
             )
         if task not in (None, "classification"):

@@ -39,6 +39,8 @@ class DataConfig:
             class) or ``npz`` (arrays ``x_train``, ``y_train`` and optionally ``x_test``,
             ``y_test``). Detection: ``coco``, ``voc`` or ``yolo`` (the annotation format; left
             at ``fashion_mnist``, the default, the format is detected from the layout).
+            Segmentation: ``masks`` (image / mask folders) or ``coco`` (segmentations); left at
+            the default, detected from the layout.
         path: directory (IDX files or image folder) or ``.npz`` file. ``None`` uses the default
             location for ``fashion_mnist``/``mnist``.
         test_path: image folder for the test split of a ``folder`` dataset (optional).
@@ -48,6 +50,8 @@ class DataConfig:
         cache: cache decoded images in memory.
         limit: use only the first N training images (quick runs); ``None`` uses all.
         test_limit: use only the first N test images; ``None`` uses all.
+        ignore_index: segmentation: the mask value of unlabelled pixels (no loss, not scored;
+            default 255).
     """
 
     dataset: str = "fashion_mnist"
@@ -59,6 +63,7 @@ class DataConfig:
     cache: bool = True
     limit: int | None = None
     test_limit: int | None = None
+    ignore_index: int = 255
 
 
 @dataclass
@@ -135,6 +140,9 @@ class TrainConfig:
         label_smoothing: label smoothing of the cross-entropy.
         early_stopping: patience in epochs (0 disables).
         class_weights: ``None``, ``"balanced"`` or a mapping ``{class_index: weight}``.
+        loss: ``auto`` (default: the task's loss: cross-entropy for classification, focal +
+            smooth-L1 for detection, cross-entropy + Dice for segmentation); segmentation also
+            takes ``ce``, ``dice``, ``ce_dice``, ``focal`` or ``{ce, dice, gamma}`` weights.
         mixed_precision: use ``mixed_float16`` when a GPU is present (ignored on CPU).
         seed: global seed (data split, shuffling, initialisation).
         steps_per_epoch: cap steps per epoch (quick runs); ``None`` = full epoch.
@@ -152,6 +160,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     early_stopping: int = 0
     class_weights: Any = None
+    loss: Any = "auto"
     mixed_precision: bool = False
     seed: int = 0
     steps_per_epoch: int | None = None
@@ -227,7 +236,16 @@ class PipelineConfig:
 
 
 _CHOICES = {
-    ("data", "dataset"): ("fashion_mnist", "mnist", "folder", "npz", "coco", "voc", "yolo"),
+    ("data", "dataset"): (
+        "fashion_mnist",
+        "mnist",
+        "folder",
+        "npz",
+        "coco",
+        "voc",
+        "yolo",
+        "masks",
+    ),
     ("data", "on_error"): ("skip", "raise"),
     ("augment", "on"): ("data", "device"),
     ("model", "resize"): ("stretch", "letterbox"),

@@ -83,7 +83,9 @@ def predict_task_files(model_path, files, out_dir=None) -> list[dict]:
             ``contract.json`` beside it).
         files: image files.
         out_dir: when given, each image is written there with its predictions drawn
-            (``<stem>.png``, detections scoring >= :data:`DRAW_SCORE`) beside ``<stem>.json``.
+            (``<stem>.png``: detections scoring >= :data:`DRAW_SCORE`, or a colour-coded class
+            mask overlay) beside ``<stem>.json``, and the task's own images (segmentation: the
+            class mask as ``<stem>_mask.png``, a palette PNG of class ids).
 
     Returns:
         One dict per file: ``{"file": str, **task.prediction_json(...)}`` (detection:
@@ -125,6 +127,8 @@ def predict_task_files(model_path, files, out_dir=None) -> list[dict]:
             original = image_pixels(image, contract.channels, source=f)
             drawn = task.draw(original, prediction, contract, min_score=DRAW_SCORE)
             _write_png(drawn, out / f"{stem}.png")
+            for name, pixels in task.prediction_images(prediction, contract).items():
+                task.write_prediction_image(name, pixels, out / f"{stem}_{name}.png", contract)
             atomic_write_text(out / f"{stem}.json", json.dumps(result, indent=2))
     runtime.close()
     return results

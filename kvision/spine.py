@@ -82,13 +82,18 @@ def _runtime(fmt: str) -> str:
 
 
 def named(cfg: PipelineConfig) -> PipelineConfig:
-    """``cfg`` with the classification defaults of a task's names replaced: the run name by
+    """``cfg`` with the classification defaults of a task's names replaced: the model by the
+    task's ``default_backbone`` (segmentation: ``unet``), the run name by
     ``<task>_<model.name>`` and the artifacts' file prefix by the task's (``detector``)."""
     from kvision.tasks import get_task
 
     if cfg.task == "classification":
         return cfg
-    default, prefix = PipelineConfig(), get_task(cfg.task).artifact_name
+    task = get_task(cfg.task)
+    default, prefix = PipelineConfig(), task.artifact_name
+    backbone = getattr(task, "default_backbone", None)
+    if backbone and cfg.model.name == default.model.name:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=backbone))
     if cfg.name == default.name:
         cfg = dataclasses.replace(cfg, name=f"{cfg.task}_{cfg.model.name}")
     if cfg.export.model_name == default.export.model_name:
@@ -273,7 +278,9 @@ def compress(
     run: TaskRun, cfg: PipelineConfig, keras_value: float, verbose="auto", float32_gzip=None
 ):
     """PTQ variants and QAT of the trained model into ``<run>/compress``, each verified with the
-    task's parity, scored with its metric on the test split and gated by the metric floor
+    task's parity against the Keras model it was converted from (the float model for PTQ, the
+    fine-tuned QAT model for QAT), scored with its metric on the test split and gated by the
+    metric floor
     (``compress.accuracy_floor`` points of the primary metric); a miss names the remedy.
 
     ``float32_gzip`` (bytes of the exported float32 ``.tflite`` after gzip) gives each row its
@@ -309,7 +316,9 @@ def compress(
             convert_tflite(model, path, variant, representative_data=calib, contract=run.contract,
                            overwrite=True, max_calibration_samples=n_samples,
                            deny_layers=deny)  # fmt: skip
-            art = verify(run, path, "tflite", name, variant, samples, reference)
+            # checked against its own source: the float model, or the fine-tuned QAT model
+            source = reference if model is run.model else keras_runner(model)(samples)
+            art = verify(run, path, "tflite", name, variant, samples, source)
         except Exception as exc:
             art = Artifact.failed(name, "tflite", path, short_reason(exc), {"variant": variant})
         art.compression = {"technique": technique, "variant": variant}

@@ -90,3 +90,41 @@ def tiny_coco(tmp_path_factory):
     for seed, (name, n) in enumerate((("train", 24), ("val", 8), ("test", 8))):
         write_tiny_detection_split(root, name, n, seed)
     return root
+
+
+TINY_SEGMENTATION_LABELS = ["background", "square", "disc"]
+
+
+def write_tiny_segmentation_split(root, name: str, n: int, seed: int, size: int = 32) -> None:
+    """``root/<name>/{images,masks,instances}/*.png`` + ``labels.txt``: gray squares (class 1)
+    and discs (class 2) on noise, 1-3 per image, a later one covering an earlier one."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    folder = root / name
+    for sub in ("images", "masks", "instances"):
+        (folder / sub).mkdir(parents=True)
+    (folder / "labels.txt").write_text("\n".join(TINY_SEGMENTATION_LABELS) + "\n")
+    for i in range(n):
+        image = Image.fromarray(rng.integers(0, 60, (size, size), dtype=np.uint8))
+        mask, ids = Image.new("L", (size, size), 0), Image.new("L", (size, size), 0)
+        for j in range(int(rng.integers(1, 4))):
+            side = int(rng.integers(8, 16))
+            x, y = (int(v) for v in rng.integers(0, size - side, 2))
+            k = int(rng.integers(1, 3))
+            box = [x, y, x + side - 1, y + side - 1]
+            for canvas, value in ((image, 150 + 50 * (k - 1)), (mask, k), (ids, j + 1)):
+                draw = ImageDraw.Draw(canvas)
+                (draw.rectangle if k == 1 else draw.ellipse)(box, fill=value)
+        image.save(folder / "images" / f"{i:03d}.png")
+        mask.save(folder / "masks" / f"{i:03d}.png")
+        ids.save(folder / "instances" / f"{i:03d}.png")
+
+
+@pytest.fixture(scope="session")
+def tiny_masks(tmp_path_factory):
+    """A tiny mask-folder segmentation set: ``train/`` 24, ``val/`` 8, ``test/`` 8 of 32x32."""
+    root = tmp_path_factory.mktemp("tiny_masks")
+    for seed, (name, n) in enumerate((("train", 24), ("val", 8), ("test", 8))):
+        write_tiny_segmentation_split(root, name, n, seed)
+    return root

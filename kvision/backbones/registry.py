@@ -31,7 +31,7 @@ def register_backbone(name: str):
 
 def _import_builtin_backbones() -> None:
     # The model modules define the feature extractors and register them.
-    from kvision.models import applications, compact_mobilenet, lenet, resnet  # noqa: F401
+    from kvision.models import applications, compact_mobilenet, lenet, resnet, unet  # noqa: F401
 
 
 def list_backbones() -> list[str]:

@@ -169,6 +169,15 @@ class Task:
         it, as uint8 ``[H, W, 3]`` (``kvision predict --out``)."""
         raise NotImplementedError(f"Task `{self.name}` does not draw its predictions yet.")
 
+    def prediction_images(self, prediction, contract) -> dict:
+        """Extra images ``kvision predict --out`` writes for one prediction, by name (default
+        none; segmentation: its class mask)."""
+        return {}
+
+    def write_prediction_image(self, name: str, pixels, path, contract):
+        """Write one of :meth:`prediction_images` to ``path`` (PNG)."""
+        raise NotImplementedError(f"Task `{self.name}` has no prediction image `{name}`.")
+
     # -- the task pipeline (kvision.spine) -----------------------------------------------------
     def load_splits(self, data_cfg, seed: int = 0):
         """The run's splits from ``cfg.data``: an object with ``train``, ``val`` (or None),
@@ -245,6 +254,16 @@ class Task:
             )
 
 
+def check_auto_loss(train_cfg, task_name: str) -> None:
+    """Raise ``InputValueError`` unless ``train.loss`` is ``auto`` (for tasks with one loss)."""
+    loss = getattr(train_cfg, "loss", "auto")
+    if loss != "auto":
+        raise InputValueError(
+            f"`train.loss` should be `auto` for task {task_name} (its loss is fixed). "
+            f"Received: loss={loss!r}"
+        )
+
+
 _REGISTRY: dict[str, type[Task]] = {}
 
 
@@ -269,6 +288,7 @@ def _import_builtin_tasks() -> None:
     # Importing a task's module runs its @register_task decorator.
     import kvision.tasks.classification  # noqa: F401
     import kvision.tasks.detection.task  # noqa: F401
+    import kvision.tasks.segmentation.task  # noqa: F401
 
 
 def list_tasks() -> list[str]:

@@ -88,7 +88,8 @@ def compile_model(model, cfg: TrainConfig, steps_per_epoch: int, task=None):
     task of the model's contract, classification when it has none)."""
     inner = getattr(model, "inner", model)  # a _DeviceAugmentTrainer wraps the real model
     task = task or task_of(inner)
-    num_classes = 0 if isinstance(inner.output, dict) else int(inner.output_shape[-1])
+    outputs = inner.output if isinstance(inner.output, dict) else {"": inner.output}
+    num_classes = int(next(iter(outputs.values())).shape[-1]) if len(outputs) == 1 else 0
     args = task.compile_args(cfg, num_classes)
     model.compile(optimizer=build_optimizer(cfg, steps_per_epoch), **args)
     return model

@@ -18,7 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from kvision.evaluate.metrics import class_ids, metrics_from_confusion
-from kvision.tasks.base import Parity, StreamingMetric, Task, Tolerance, register_task
+from kvision.tasks.base import (
+    Parity,
+    StreamingMetric,
+    Task,
+    Tolerance,
+    check_auto_loss,
+    register_task,
+)
 
 OUTPUT = "probabilities"
 #: Keras probability margin under which a top-1 disagreement is a near-tie (not an error).
@@ -86,6 +93,7 @@ class ClassificationTask(Task):
         return {OUTPUT: keras.layers.Dense(num_classes, activation="softmax", name=OUTPUT)(x)}
 
     def compile_args(self, train_cfg, num_classes: int) -> dict:
+        check_auto_loss(train_cfg, self.name)
         from kvision._keras import keras
 
         if train_cfg.label_smoothing:

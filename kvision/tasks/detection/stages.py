@@ -11,70 +11,18 @@ set (default: the validation images). Every annotation a reader fixed or left ou
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from kvision.errors import InputValueError
+from kvision.tasks.splits import TaskSplits, limited, read_splits
 
-SPLITS = ("train", "val", "test")
 #: classification datasets: under ``task=detection`` only the default one is accepted (as auto)
 _CLASSIFICATION_DATASETS = ("mnist", "folder", "npz")
 
 
-@dataclass
-class DetectionSplits:
-    """The three splits of a detection run (``val``/``test`` may be the same dataset)."""
-
-    train: object
-    val: object | None
-    test: object | None
-    source: str
-    format: str
-    problems: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.train.labels)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.train.labels)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """``(height, width)`` of the first training image (the default input size)."""
-        ex = self.train.examples[0]
-        return int(ex.height), int(ex.width)
-
-    @property
-    def test_name(self) -> str:
-        return "test" if self.test is not self.val else "val"
-
-    def write_problems(self, path) -> Path:
-        """Every annotation the readers fixed or skipped, as CSV (``file,item,reason,...``)."""
-        from kvision.tasks.detection.example import write_problems
-
-        return write_problems(self.problems, path)
-
-    def summary(self) -> dict:
-        counts = {"train": len(self.train.examples)}
-        for name in ("val", "test"):
-            split = getattr(self, name)
-            counts[name] = len(split.examples) if split is not None else 0
-        return {
-            "dataset": self.format,
-            "source": self.source,
-            "num_classes": self.num_classes,
-            "labels": self.labels,
-            "splits": counts,
-            "bad_files": len(self.problems),
-        }
-
-
-def load_splits(data_cfg, seed: int = 0) -> DetectionSplits:
+def load_splits(data_cfg, seed: int = 0) -> TaskSplits:
     """Read the detection splits named by ``data_cfg`` (module docstring).
 
     Raises:
@@ -84,7 +32,7 @@ def load_splits(data_cfg, seed: int = 0) -> DetectionSplits:
             generate a dataset).
         kvision.tasks.detection.formats.DetectionDataError: not a detection dataset.
     """
-    from kvision.tasks.detection.formats import read_detection_dataset
+    from kvision.tasks.detection.formats import _layouts, read_detection_dataset
 
     if data_cfg.dataset in _CLASSIFICATION_DATASETS:
         raise InputValueError(
@@ -92,85 +40,23 @@ def load_splits(data_cfg, seed: int = 0) -> DetectionSplits:
             "reads coco, voc or yolo annotations (or leave data.dataset unset to detect the format)"
         )
     fmt = data_cfg.dataset if data_cfg.dataset in ("coco", "voc", "yolo") else "auto"
-    if not data_cfg.path:
-        raise InputValueError(
-            "task=detection needs `data.path`: a dataset folder (COCO / VOC / YOLO), or one with "
-            "train/ val/ test/ sub-folders. Generate one with "
-            "`python tools/make_detection_data.py --out data/det`, then data.path=data/det"
-        )
-    root = Path(data_cfg.path)
-    if not root.exists():
-        raise FileNotFoundError(
-            f"`data.path` not found: {root}. Generate a dataset there with "
-            f"`python tools/make_detection_data.py --out {root}`"
-        )
-
-    def read(path):
-        return read_detection_dataset(path, fmt, on_error=data_cfg.on_error)
-
-    notes = []
-    if (root / "train").is_dir():
-        parts = {name: read(root / name) if (root / name).is_dir() else None for name in SPLITS}
-        train, val, test = parts["train"], parts["val"], parts["test"]
-    else:
-        train, val = _hold_out(read(root), data_cfg.val_split, seed)
-        test = None
-    if data_cfg.test_path:
-        if not Path(data_cfg.test_path).exists():
-            raise FileNotFoundError(f"`data.test_path` not found: {data_cfg.test_path}")
-        test = read(data_cfg.test_path)
-    if test is None:
-        if val is None:
-            raise InputValueError(
-                f"{root} gives no validation or test images to score: add val/ or test/ "
-                "sub-folders, set data.val_split > 0, or give data.test_path"
-            )
-        test = val
-        notes.append("no test split: the validation images are scored")
-    train = _limited(train, data_cfg.limit)
-    test = _limited(test, data_cfg.test_limit) if test is not val else test
-    for name, split in (("val", val), ("test", test)):
-        if split is not None and list(split.labels) != list(train.labels):
-            raise InputValueError(
-                f"The {name} split's labels {split.labels} differ from the training split's "
-                f"{train.labels} (same classes in the same order are needed)"
-            )
-    problems = [p for s in {id(x): x for x in (train, val, test) if x}.values() for p in s.problems]
-    if fmt == "auto":  # name the format the layout was read as
-        from kvision.tasks.detection.formats import _layouts
-
-        first = root / "train" if (root / "train").is_dir() else root
-        fmt = next((name for name, layout in _layouts(first).items() if layout), "auto")
-    return DetectionSplits(train, val, test, str(root), fmt, problems, notes)
-
-
-def _limited(dataset, limit):
-    if dataset is None or not limit or limit >= len(dataset.examples):
-        return dataset
-    from dataclasses import replace
-
-    return replace(dataset, examples=dataset.examples[: int(limit)])
-
-
-def _hold_out(dataset, fraction: float, seed: int):
-    """``(train, val)`` with ``fraction`` of the images held out (seeded permutation)."""
-    from dataclasses import replace
-
-    n = len(dataset.examples)
-    n_val = int(round(n * fraction))
-    if not fraction or n_val == 0 or n_val >= n:
-        return dataset, None
-    order = np.random.default_rng(seed).permutation(n)
-    pick = sorted(order[:n_val])
-    keep = sorted(order[n_val:])
-    examples = dataset.examples
-    return (
-        replace(dataset, examples=[examples[i] for i in keep], problems=list(dataset.problems)),
-        replace(dataset, examples=[examples[i] for i in pick], problems=[]),
+    out = data_cfg.path or "data/det"
+    hint = (
+        "a dataset folder (COCO / VOC / YOLO), or one with train/ val/ test/ sub-folders. "
+        f"Generate one with `python tools/make_detection_data.py --out {out}`"
     )
+    splits = read_splits(
+        data_cfg, lambda p: read_detection_dataset(p, fmt, on_error=data_cfg.on_error), seed,
+        fmt, hint,
+    )  # fmt: skip
+    if fmt == "auto":  # name the format the layout was read as
+        root = Path(splits.source)
+        first = root / "train" if (root / "train").is_dir() else root
+        splits.format = next((name for name, layout in _layouts(first).items() if layout), "auto")
+    return splits
 
 
-def build_model(model_cfg, splits: DetectionSplits):
+def build_model(model_cfg, splits: TaskSplits):
     """The configured detector: ``model.name`` is the backbone, ``model.head`` the head's
     options: ``type`` (``anchors``, the default, or the anchor-free ``grid``), ``channels``,
     ``depth``, ``anchors`` / ``grid`` (their config dicts) and ``postprocess``."""
@@ -200,7 +86,7 @@ def build_model(model_cfg, splits: DetectionSplits):
     )
 
 
-def datasets(cfg, splits: DetectionSplits, contract, run_dir: Path | None, augment=True):
+def datasets(cfg, splits: TaskSplits, contract, run_dir: Path | None, augment=True):
     """``(train_ds, val_ds, augmentation report entry)``; the augmentation preview (the
     first training images with their boxes after augmentation) goes to ``run_dir``."""
     from kvision.tasks.detection.augment import build_detection_augmenter
@@ -234,7 +120,7 @@ def _preview(dataset, contract, augmenter, path: Path, seed: int, n: int = 8) ->
     from kvision.tasks.detection.data import example_dataset
     from kvision.tasks.detection.draw import draw_boxes, write_grid
 
-    ds = example_dataset(_limited(dataset, n), contract, cache=False)
+    ds = example_dataset(limited(dataset, n), contract, cache=False)
     import tensorflow as tf
 
     ds = ds.map(lambda p, b, c: (tf.cast(p, tf.float32) / 255.0, b, c))
@@ -263,7 +149,7 @@ def write_gallery(run, split, contract, path: Path, n: int = 8) -> Path:
     from kvision.tasks.detection.draw import draw_boxes, draw_detections, write_grid
     from kvision.tasks.detection.task import decode_batch
 
-    first = _limited(split, n)
+    first = limited(split, n)
     x = np.concatenate([b for b, _ in eval_batches(first, contract)])
     examples = first.examples
     detections = decode_batch(run(x), contract, [(ex.width, ex.height) for ex in examples])

@@ -23,7 +23,14 @@ import json
 
 import numpy as np
 
-from kvision.tasks.base import Parity, StreamingMetric, Task, Tolerance, register_task
+from kvision.tasks.base import (
+    Parity,
+    StreamingMetric,
+    Task,
+    Tolerance,
+    check_auto_loss,
+    register_task,
+)
 from kvision.tasks.detection.heads import BOX_OUTPUT, CLASS_OUTPUT
 
 PARITY_SCORE = 0.3
@@ -214,6 +221,7 @@ class DetectionTask(Task):
         return retina_head(levels, num_classes, per_location, channels, depth)
 
     def compile_args(self, train_cfg, num_classes: int) -> dict:
+        check_auto_loss(train_cfg, self.name)
         from kvision.tasks.detection.losses import BoxLoss, FocalLoss
 
         return {"loss": {CLASS_OUTPUT: FocalLoss(), BOX_OUTPUT: BoxLoss()}, "metrics": None}

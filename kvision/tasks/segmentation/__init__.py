@@ -1,0 +1,1 @@
+"""Semantic segmentation (U-Net, FCN, DeepLab heads) and nuclei instances on the task spine."""

@@ -58,12 +58,16 @@ def _add_strict(p):
 
 
 def _prediction_text(result: dict) -> str:
-    """One line per file: top-k labels, the detections (label score [box]), or the pixels of
-    each class in the mask."""
+    """One line per file: top-k labels, the detections (label score [box]), the pixels of each
+    class in the mask, or the recognized text."""
     from kvision.predict import DRAW_SCORE
 
     if "top_k" in result:
         return ", ".join(f"{t['label']} {t['probability']:.3f}" for t in result["top_k"])
+    if "text" in result:
+        conf = result.get("confidences")
+        low = f" (lowest character confidence {min(conf):.2f})" if conf else ""
+        return f"{result['text']!r}{low}"
     if "segmentation" in result:
         seg = result["segmentation"]
         h, w = seg["size"]

@@ -128,3 +128,25 @@ def tiny_masks(tmp_path_factory):
     for seed, (name, n) in enumerate((("train", 24), ("val", 8), ("test", 8))):
         write_tiny_segmentation_split(root, name, n, seed)
     return root
+
+
+TINY_TEXT_CHARS = "ab01"
+
+
+def write_tiny_text_split(root, name: str, n: int, seed: int) -> None:
+    """``root/<name>/images/*.png`` + ``labels.tsv`` (``images/<file><TAB>text``): 2-5 random
+    characters of ``TINY_TEXT_CHARS`` drawn in black on light gray, 32 px high."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    folder = root / name
+    (folder / "images").mkdir(parents=True)
+    font = ImageFont.load_default(size=22)
+    rows = []
+    for i in range(n):
+        text = "".join(rng.choice(list(TINY_TEXT_CHARS), int(rng.integers(2, 6))))
+        image = Image.new("L", (16 * len(text) + 8, 32), 220)
+        ImageDraw.Draw(image).text((4, 4), text, fill=0, font=font)
+        image.save(folder / "images" / f"{i:03d}.png")
+        rows.append(f"images/{i:03d}.png\t{text}")
+    (folder / "labels.tsv").write_text("\n".join(rows) + "\n")

@@ -288,6 +288,7 @@ def _import_builtin_tasks() -> None:
     # Importing a task's module runs its @register_task decorator.
     import kvision.tasks.classification  # noqa: F401
     import kvision.tasks.detection.task  # noqa: F401
+    import kvision.tasks.ocr.task  # noqa: F401
     import kvision.tasks.segmentation.task  # noqa: F401
 
 

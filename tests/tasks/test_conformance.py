@@ -15,6 +15,7 @@ from conftest import (
     TINY_SPINE_OVERRIDES,
     write_tiny_detection_split,
     write_tiny_segmentation_split,
+    write_tiny_text_split,
 )
 
 from kvision.config import load_config
@@ -50,10 +51,17 @@ def _segmentation_data(root: Path) -> list[str]:
     return [f"data.path={root}", "model.options={width: 4, depth: 2}"]
 
 
+def _ocr_data(root: Path) -> list[str]:
+    for seed, (name, n) in enumerate((("train", 24), ("val", 8), ("test", 8))):
+        write_tiny_text_split(root, name, n, seed)
+    return [f"data.path={root}", "model.options={width: 4}", "model.head.depth=1"]
+
+
 TINY_DATA = {
     "classification": _classification_data,
     "detection": _detection_data,
     "segmentation": _segmentation_data,
+    "ocr": _ocr_data,
 }
 
 

@@ -1,0 +1,1 @@
+"""Image embeddings for retrieval: metric-learning losses, P x K sampling, retrieval metrics."""

@@ -1,0 +1,1 @@
+"""Text-line recognition (OCR): CRNN + CTC, text-line datasets and their charset."""

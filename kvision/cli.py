@@ -7,6 +7,8 @@ kvision export --model runs/x/checkpoints/best.keras
 kvision predict --model runs/x/export/tflite/classifier_float32.tflite shirt.png
 kvision config train.epochs=3             # print the resolved config
 kvision list models
+kvision index build --model runs/e/export/tflite/embedder_float32.tflite photos/ --out photos.index
+kvision index search photos.index query.jpg -k 5
 
 Exit status: 0 done; 1 an artifact could not be produced or verified, or an internal error (a bug:
 the traceback is printed); 2 a user error (config, arguments, data or model files), printed as
@@ -68,6 +70,9 @@ def _prediction_text(result: dict) -> str:
         conf = result.get("confidences")
         low = f" (lowest character confidence {min(conf):.2f})" if conf else ""
         return f"{result['text']!r}{low}"
+    if "embedding" in result:
+        head = ", ".join(f"{v:+.3f}" for v in result["embedding"][:4])
+        return f"{result['dim']}-d embedding (norm {result['norm']:.3f}): [{head}, ...]"
     if "segmentation" in result:
         seg = result["segmentation"]
         h, w = seg["size"]
@@ -209,6 +214,27 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list registered models or augmentation transforms")
     p.add_argument("what", choices=["models", "transforms"])
+
+    p = sub.add_parser("index", help="image retrieval: build a vector index of an image folder "
+                       "with an embedding model, and search it by image")  # fmt: skip
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+    b = verbs.add_parser("build", help="embed every image under a folder into a FAISS index")
+    b.add_argument("--model", required=True, help="an embedding model (.tflite, SavedModel, "
+                   ".keras) with its contract")  # fmt: skip
+    b.add_argument("folder", help="the images (searched recursively)")
+    b.add_argument("--out", required=True, help="the index folder (replaced atomically)")
+    b.add_argument("--kind", choices=["exact", "hnsw", "ivf"], default="hnsw",
+                   help="FAISS search: exact, HNSW graph (default) or IVF lists")  # fmt: skip
+    b.add_argument("--on-error", choices=["skip", "raise"], default="skip",
+                   help="undecodable images: skip and list them (default) or stop")  # fmt: skip
+    b.set_defaults(handler=_index_build)
+    q = verbs.add_parser("search", help="the nearest indexed images of query images")
+    q.add_argument("index", help="an index folder written by `kvision index build`")
+    q.add_argument("images", nargs="+", help="query image files")
+    q.add_argument("-k", type=int, default=5, help="neighbours per query (default 5)")
+    q.add_argument("--model", help="the embedding model (default: the one that built the index)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.set_defaults(handler=_index_search)
     for extend in extensions:
         extend(sub)
     return parser
@@ -392,6 +418,36 @@ def _dispatch(args) -> int:
             print(f"{a.status:7s} {a.format:12s} {a.path}  {a.reason}")
         return 0 if all(a.status == "ok" for a in artifacts) else 1
     raise AssertionError(args.command)  # argparse guarantees a known command
+
+
+def _index_build(args) -> int:
+    from kvision.index.images import build_image_index
+
+    summary = build_image_index(args.model, args.folder, args.out, kind=args.kind,
+                                on_error=args.on_error)  # fmt: skip
+    for f, reason in summary["bad_files"]:
+        print(f"skipped {f}: {reason}", file=sys.stderr)
+    print(f"Indexed {summary['count']:,} images ({summary['dim']}-d, {summary['kind']}) in "
+          f"{summary['index']}: embedding {summary['embed_s']} s, index {summary['build_s']} s; "
+          f"{len(summary['bad_files'])} skipped")  # fmt: skip
+    return 0
+
+
+def _index_search(args) -> int:
+    from kvision.errors import InputValueError
+    from kvision.index.images import search_images
+
+    if args.k < 1:
+        raise InputValueError(f"`-k` should be >= 1. Received: {args.k}")
+    results = search_images(args.index, args.images, k=args.k, model_path=args.model)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(f"{r['file']}:")
+        for rank, hit in enumerate(r["neighbours"], 1):
+            print(f"  {rank:>2}. {hit['score']:.4f}  {hit['path']}")
+    return 0
 
 
 def _compress(cfg, args) -> int:

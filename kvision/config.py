@@ -52,6 +52,10 @@ class DataConfig:
         test_limit: use only the first N test images; ``None`` uses all.
         ignore_index: segmentation: the mask value of unlabelled pixels (no loss, not scored;
             default 255).
+        unseen_classes: embedding: the classes kept out of training, among which retrieval is
+            scored on the test split (names or indices); ``auto`` (default): the last 40 % of
+            the classes (Fashion-MNIST: 6 seen, 4 unseen); ``[]``: none (retrieval among the
+            training classes' test images).
     """
 
     dataset: str = "fashion_mnist"
@@ -64,6 +68,7 @@ class DataConfig:
     limit: int | None = None
     test_limit: int | None = None
     ignore_index: int = 255
+    unseen_classes: Any = "auto"
 
 
 @dataclass

@@ -253,6 +253,24 @@ def test_validate_report_names_the_bad_field(where, value, field, message):
     assert message in str(info.value)
 
 
+def test_a_space_is_a_label_but_an_empty_string_is_not():
+    # An OCR charset's labels include " " (the space symbol); "" names nothing.
+    report = copy.deepcopy(_report())
+    report["data"]["labels"] = [" ", *report["data"]["labels"][1:]]
+    report["evaluation"]["labels"] = list(report["data"]["labels"])
+    assert validate_report(report) is None
+    for where in ("data.labels[0]", "evaluation.labels[0]"):
+        bad = copy.deepcopy(report)
+        _set(bad, where, "")
+        with pytest.raises(ReportSchemaError, match="non-empty string") as info:
+            validate_report(bad)
+        assert info.value.field == where
+    bad = copy.deepcopy(report)
+    _set(bad, "run.name", "  ")  # other strings still need a visible value
+    with pytest.raises(ReportSchemaError, match="non-empty string"):
+        validate_report(bad)
+
+
 def test_validate_report_rejects_a_non_dict():
     with pytest.raises(ReportSchemaError, match="should be a dict. Received: list"):
         validate_report([])

@@ -8,6 +8,10 @@ Routes (as TF Serving's, plus health and metrics)::
                               -> {"predictions"|"outputs": ...}, every named output
     POST /v1/models/{m}[...]:decode     the same request -> {"predictions": [one decoded
                               prediction per instance]} (kvision's extension, below)
+    POST /v1/models/{m}[...]:search     the same request, plus "k" (default 5) -> {"results":
+                              [[{"id", "score", "payload"}, ...] per instance]}: the nearest
+                              vectors of the index attached to an embedding model
+                              (``kvision serve --index NAME=DIR``; cosine, best first)
     GET  /healthz                                             {"status": "ok", "models": {...}}
     GET  /metrics                                             Prometheus text format
 
@@ -110,13 +114,13 @@ def create_app(
                 raise HTTPError(404, f"Malformed request: {request.method} {request.url.path}")
             name, suffix = match["name"], match["suffix"] or ""
             endpoint = {"": "status", "/metadata": "metadata"}.get(suffix, suffix.lstrip(":"))
-            if endpoint not in ("status", "metadata", "predict", "decode"):
+            if endpoint not in ("status", "metadata", "predict", "decode", "search"):
                 raise HTTPError(
                     404 if endpoint not in ("classify", "regress") else 400,
                     f"Unsupported API {suffix!r}: kvision serve implements :predict, :decode, "
-                    "/metadata and model status",
+                    ":search, /metadata and model status",
                 )
-            want = "POST" if endpoint in ("predict", "decode") else "GET"
+            want = "POST" if endpoint in ("predict", "decode", "search") else "GET"
             if request.method != want:
                 raise HTTPError(405, f"{endpoint} expects {want}. Received: {request.method}")
             version = _version(match["version"])
@@ -127,6 +131,14 @@ def create_app(
             if endpoint == "metadata":
                 return JSONResponse(_metadata(served))
             body = await _read_body(request, max_body_bytes)
+            if endpoint == "search":
+                index = store.indexes.get(served.model)
+                if index is None:
+                    raise HTTPError(
+                        404, f"Model {served.model!r} has no index to search: start kvision "
+                        f"serve with --index {served.model}=DIR (kvision index build)",
+                    )  # fmt: skip
+                body, k = _search_k(body)
             feeds, columnar = decode_request(
                 body, served.inputs, served.contract, SIGNATURE, max_instances
             )
@@ -142,6 +154,8 @@ def create_app(
             metrics.observe_predict(served.model, served.version, n)
             if endpoint == "decode":
                 return JSONResponse({"predictions": decode_outputs(y, served.contract)})
+            if endpoint == "search":
+                return JSONResponse({"results": _search(index, y, k)})
             names = [o.name for o in served.outputs]
             return JSONResponse(encode_predict(y, names, n, columnar))
         except HTTPError as exc:
@@ -181,6 +195,38 @@ def create_app(
     app.state.store = store
     app.state.metrics = metrics
     return app
+
+
+def _search_k(body: bytes) -> tuple[bytes, int]:
+    """The request body without ``k``, and ``k`` (default 5, 1..1000)."""
+    import json
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body, 5  # decode_request names what is wrong with it
+    if not isinstance(doc, dict) or "k" not in doc:
+        return body, 5
+    k = doc.pop("k")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+        raise BadRequest(f"'k' should be an integer in 1..1000. Received: {k!r}")
+    return json.dumps(doc).encode(), k
+
+
+def _search(index, outputs: dict, k: int) -> list:
+    import numpy as np
+
+    if "embedding" not in outputs:
+        raise BadRequest(f"The model has no 'embedding' output to search with: {sorted(outputs)}")
+    scores, ids = index.search(np.asarray(outputs["embedding"], np.float32), k=k)
+    results = []
+    for row_scores, row_ids in zip(scores, ids, strict=True):
+        keep = row_ids >= 0
+        payloads = index.payloads(row_ids[keep])
+        results.append([{"id": int(i), "score": round(float(s), 6), "payload": p}
+                        for i, s, p in zip(row_ids[keep], row_scores[keep], payloads,
+                                           strict=True)])  # fmt: skip
+    return results
 
 
 def _version(text):

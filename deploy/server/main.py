@@ -36,6 +36,11 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument(
         "--label", action="append", default=[], metavar="NAME:LABEL=VERSION", help="version label"
     )
+    p.add_argument(
+        "--index", action="append", default=[], metavar="NAME=DIR",
+        help="a vector index (kvision index build) that embedding model NAME searches at "
+        ":search (repeatable)",
+    )  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
     p.add_argument("--port", type=int, default=8501, help="port (8501, as TF Serving's REST)")
     p.add_argument("--runtime", default="auto", help="runtime name (auto: litert / tf_cpu / keras)")
@@ -52,8 +57,10 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return p
 
 
-def load_store(models: list[str], labels=(), runtime="auto", threads=None, instances=1):
-    """A :class:`ModelStore` from ``NAME=PATH`` and ``NAME:LABEL=VERSION`` strings."""
+def load_store(models: list[str], labels=(), runtime="auto", threads=None, instances=1,
+               indexes=()):  # fmt: skip
+    """A :class:`ModelStore` from ``NAME=PATH``, ``NAME:LABEL=VERSION`` and index
+    ``NAME=DIR`` strings."""
     from deploy.server.store import ModelStore
 
     store = ModelStore()
@@ -68,6 +75,11 @@ def load_store(models: list[str], labels=(), runtime="auto", threads=None, insta
         if not (sep and sep2 and version.isdigit()):
             raise InputValueError(f"--label should be NAME:LABEL=VERSION. Received: {spec!r}")
         store.set_label(name, label, int(version))
+    for spec in indexes:
+        name, sep, directory = spec.partition("=")
+        if not sep or not name or not directory:
+            raise InputValueError(f"--index should be NAME=DIR. Received: {spec!r}")
+        store.add_index(name, directory)
     return store
 
 
@@ -83,7 +95,8 @@ def serve_from_args(args) -> int:
     from deploy.server.app import create_app
 
     try:
-        store = load_store(args.model, args.label, args.runtime, args.threads, args.instances)
+        store = load_store(args.model, args.label, args.runtime, args.threads, args.instances,
+                           args.index)  # fmt: skip
     except Exception as exc:  # user errors are one line; anything else is a bug: raised
         from kvision.errors import user_error_status
 

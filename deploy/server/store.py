@@ -150,6 +150,31 @@ class ModelStore:
     def __init__(self):
         self.models: dict[str, dict[int, ServedVersion]] = {}
         self.labels: dict[str, dict[str, int]] = {}
+        #: vector indexes searched by ``:search``, by model name (:meth:`add_index`)
+        self.indexes: dict[str, object] = {}
+
+    def add_index(self, name: str, directory) -> object:
+        """Attach the vector index at ``directory`` (``kvision index build``) to model ``name``
+        for ``:search``; every served version must embed as the index's model.
+
+        Raises:
+            NotFound: no model ``name``; FileNotFoundError: no index; InputValueError: a version
+            that is not an embedding model, or whose contract differs from the index's.
+        """
+        from kvision.index import load_index
+        from kvision.index.images import check_compatible
+
+        if name not in self.models:
+            raise NotFound(f"--index names model {name!r}, which is not served")
+        index = load_index(directory)
+        for served in self.models[name].values():
+            if served.contract is None or served.contract.task != "embedding":
+                raise InputValueError(
+                    f"{served.path} is not an embedding model: it cannot search {directory}"
+                )
+            check_compatible(dict(index.contract or {}), served.contract, served.path)
+        self.indexes[name] = index
+        return index
 
     def add(
         self,

@@ -82,7 +82,7 @@ def build_dataset(
     if training and augmenter is not None:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y), num_parallel_calls=AUTOTUNE)
         ds = ds.map(augmenter, num_parallel_calls=AUTOTUNE)
-        ds = ds.map(lambda x, y: (_from_unit(x, contract), y), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda x, y: (from_unit(x, contract), y), num_parallel_calls=AUTOTUNE)
     else:
         ds = ds.map(lambda x, y: (contract.normalize(x), y), num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
@@ -114,7 +114,7 @@ def model_inputs(images: np.ndarray, contract: InputContract) -> np.ndarray:
     return _model_inputs(images, contract)
 
 
-def _from_unit(x, contract: InputContract):
+def from_unit(x, contract: InputContract):
     """Augmented [0, 1] images -> the contract's scale; whole pixel values for a raw domain."""
     if contract.raw_input:
         return tf.round(x * 255.0) * contract.scale + contract.offset

@@ -24,9 +24,12 @@ The full description with an example is in ``docs/report_schema.md``::
       num_classes         int >= 1, required      labels           [str] x num_classes, required
       splits              {train, val, test, ...: int >= 0}
       bad_files           int >= 0                bad_files_path   path (list of skipped files)
+      seen_classes        [str] (classes trained on, when some are held out: embeddings)
+      unseen_classes      [str] (classes kept out of training and retrieved among)
     augmentation
       enabled             bool, required          transforms       [str | {name: str, ...}]
       preview_png         path                    reason           str (why, when chosen: auto)
+      sampling            str (how training batches are drawn, when not shuffled: P x K)
     training
       epochs              int >= 0, required      epochs_run       int >= 0, required
       resumed_from_epoch  int >= 0                best_epoch       int >= 1 (1-based)
@@ -109,8 +112,11 @@ class _F:
     fields: Mapping | None = None
     values: _F | None = None
     items: _F | None = None
+    blank_ok: bool = False  # a whitespace-only string is a value (an OCR charset's space)
 
 
+# A class label or charset symbol: non-empty, but " " is a real symbol of an OCR charset.
+_LABEL = _F("str", True, blank_ok=True)
 _RATIO = _F("number", lo=0, hi=1)
 _COUNT = _F("int", lo=0)
 _MS = _F("number", lo=0)
@@ -141,16 +147,19 @@ _DATA = {
     "dataset": _F("str", True),
     "source": _F("str"),
     "num_classes": _F("int", True, lo=1),
-    "labels": _F("list", True, items=_F("str", True)),
+    "labels": _F("list", True, items=_LABEL),
     "splits": _F("dict", fields={"train": _COUNT, "val": _COUNT, "test": _COUNT}, values=_COUNT),
     "bad_files": _COUNT,
     "bad_files_path": _F("path"),
+    "seen_classes": _F("list", items=_F("str", True)),
+    "unseen_classes": _F("list", items=_F("str", True)),
 }
 _AUGMENTATION = {
     "enabled": _F("bool", True),
     "transforms": _F("list", items=_F("transform", True)),
     "preview_png": _F("path"),
     "reason": _F("str"),
+    "sampling": _F("str"),
 }
 _TRAINING = {
     "epochs": _F("int", True, lo=0),
@@ -178,7 +187,7 @@ _EVALUATION = {
     "accuracy": _F("number", True, lo=0, hi=1),
     "macro_f1": _F("number", True, lo=0, hi=1),
     "weighted_f1": _RATIO,
-    "labels": _F("list", items=_F("str", True)),
+    "labels": _F("list", items=_LABEL),
     "per_class": _F("list", True, items=_F("dict", True, fields=_PER_CLASS)),
     "confusion_matrix": _F("list", True, items=_F("list", True, items=_F("int", True, lo=0))),
     "confusion_matrix_png": _F("path"),
@@ -319,7 +328,7 @@ def _check(value, spec: _F, path: str) -> None:
     if kind == "str":
         if not isinstance(value, str):
             _fail(path, "should be a string", value)
-        if spec.required and not value.strip():
+        if spec.required and not (value if spec.blank_ok else value.strip()):
             _fail(path, "should be a non-empty string", value)
         if spec.choices is not None and value not in spec.choices:
             allowed = ", ".join(repr(c) for c in spec.choices)

@@ -132,6 +132,12 @@ class Task:
         """The Keras log key that selects the best checkpoint and its mode (``max``/``min``)."""
         raise NotImplementedError
 
+    def trainer(self, model, train_cfg):
+        """The model ``fit`` trains (default: ``model``). A task whose loss needs a
+        training-only head (embeddings' ArcFace) returns a model that shares ``model``'s layers;
+        checkpoints still save ``model`` alone."""
+        return model
+
     def training_targets(self, dataset, train_cfg, model):
         """Map a ``(inputs, targets)`` dataset to what the compiled loss takes (default: as is)."""
         return dataset
@@ -288,6 +294,7 @@ def _import_builtin_tasks() -> None:
     # Importing a task's module runs its @register_task decorator.
     import kvision.tasks.classification  # noqa: F401
     import kvision.tasks.detection.task  # noqa: F401
+    import kvision.tasks.embedding.task  # noqa: F401
     import kvision.tasks.ocr.task  # noqa: F401
     import kvision.tasks.segmentation.task  # noqa: F401
 

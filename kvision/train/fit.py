@@ -246,7 +246,7 @@ def fit(
     task = task or task_of(model)
     train_ds = task.training_targets(train_ds, cfg, model)
     val_ds = task.training_targets(val_ds, cfg, model) if val_ds is not None else None
-    trainer = model
+    trainer = task.trainer(model, cfg)  # checkpoints save `model` (_BestCheckpoint)
     if device_augmenter is not None:
         contract = getattr(model, "kvision_contract", None)
         trainer = _DeviceAugmentTrainer(model, device_augmenter, contract)

@@ -22,14 +22,14 @@ from kvision.config import load_config
 from kvision.tasks import get_task, list_tasks
 
 
-def _classification_data(root: Path) -> list[str]:
+def _classification_data(root: Path, classes: int = 3) -> list[str]:
     rng = np.random.default_rng(0)
 
     def make(n):
-        y = rng.integers(0, 3, n)
+        y = rng.integers(0, classes, n)
         x = rng.integers(0, 40, (n, 16, 16, 1)).astype(np.uint8)
         for i, k in enumerate(y):  # class k: a bright bar in row band k
-            x[i, 2 + 5 * k : 5 + 5 * k, 2:14] = 220
+            x[i, 1 + 3 * k : 3 + 3 * k, 2:14] = 220
         return x, y
 
     (x, y), (xt, yt) = make(96), make(24)
@@ -37,6 +37,12 @@ def _classification_data(root: Path) -> list[str]:
     path = root / "tiny.npz"
     np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
     return ["data.dataset=npz", f"data.path={path}", "data.val_split=0.25"]
+
+
+def _embedding_data(root: Path) -> list[str]:
+    # five classes (bars in five row bands): three seen in training, two unseen, retrieved
+    return [*_classification_data(root, classes=5), "data.unseen_classes=[3, 4]",
+            "model.head.dim=8"]  # fmt: skip
 
 
 def _detection_data(root: Path) -> list[str]:
@@ -60,6 +66,7 @@ def _ocr_data(root: Path) -> list[str]:
 TINY_DATA = {
     "classification": _classification_data,
     "detection": _detection_data,
+    "embedding": _embedding_data,
     "segmentation": _segmentation_data,
     "ocr": _ocr_data,
 }

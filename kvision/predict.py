@@ -71,7 +71,7 @@ def saved_task(model_path: Path) -> str | None:
 DRAW_SCORE = 0.3
 
 
-def predict_task_files(model_path, files, out_dir=None) -> list[dict]:
+def predict_task_files(model_path, files, out_dir=None, threads: int | None = None) -> list[dict]:
     """Predictions of a task model (detection, ...) for image files, decoded outside the graph.
 
     The model's saved contract names the task; its decoding (e.g. score threshold, per-class
@@ -86,6 +86,7 @@ def predict_task_files(model_path, files, out_dir=None) -> list[dict]:
             (``<stem>.png``: detections scoring >= :data:`DRAW_SCORE`, or a colour-coded class
             mask overlay) beside ``<stem>.json``, and the task's own images (segmentation: the
             class mask as ``<stem>_mask.png``, a palette PNG of class ids).
+        threads: the runtime's thread count (default: the runtime's own).
 
     Returns:
         One dict per file: ``{"file": str, **task.prediction_json(...)}`` (detection:
@@ -109,7 +110,7 @@ def predict_task_files(model_path, files, out_dir=None) -> list[dict]:
         raise FileNotFoundError(f"Model not found: {model_path}")
     contract = InputContract.find(model_path)
     task = get_task(contract.task)
-    runtime = open_runtime(model_path)
+    runtime = open_runtime(model_path, threads=threads)
     runtime.load()
     size = (contract.height, contract.width)
     results = []

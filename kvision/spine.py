@@ -194,6 +194,7 @@ def evaluate(run: TaskRun, cfg: PipelineConfig) -> dict:
             "to score, e.g. no annotated object): compressed artifacts could not be checked "
             "against the float model. Give a split with annotations (data.test_path=...)."
         )
+    metrics.update(task.side_metrics(run.keras_run, run.splits, run.contract))
     atomic_write_json(run_dir / "metrics.json", metrics)
     task.write_gallery(run.keras_run, split, run.contract, run_dir / "predictions.png")
     if run.fit.history_csv and Path(run.fit.history_csv).is_file():
@@ -291,7 +292,6 @@ def compress(
         section (per-layer QAT report, times, techniques not run and why).
     """
     from kvision._keras import fit_verbosity
-    from kvision.config import TrainConfig
     from kvision.export.artifact import Artifact, short_reason
     from kvision.export.converter import VARIANTS, convert_tflite
 
@@ -327,6 +327,9 @@ def compress(
     if "ptq" in c.techniques:
         t = time.perf_counter()
         for variant in c.ptq.variants:
+            if variant in task.unsupported_variants:
+                section["errors"][f"ptq_{variant}"] = task.unsupported_variants[variant]
+                continue
             convert(run.model, f"ptq_{variant}", variant, "ptq", c.ptq.calibration_samples,
                     c.ptq.deny_layers)  # fmt: skip
         section["wall_time_s"]["ptq"] = round(time.perf_counter() - t, 1)
@@ -343,11 +346,14 @@ def compress(
                 {"technique": report.technique, "message": report.message,
                  "summary": report.summary()}
             )  # fmt: skip
-            qcfg = TrainConfig(epochs=c.qat.epochs, learning_rate=c.qat.learning_rate,
-                               warmup_epochs=0.0, seed=c.seed)  # fmt: skip
+            # the training settings (class weights, label smoothing, optimizer), QAT's schedule
+            qcfg = dataclasses.replace(
+                cfg.train, epochs=c.qat.epochs, learning_rate=c.qat.learning_rate,
+                warmup_epochs=0.0, seed=c.seed, loss=task.fine_tune_loss(cfg.train),
+            )  # fmt: skip
             steps = c.steps_per_epoch or max(1, int(run.train_ds.cardinality()))
             compile_model(qat, qcfg, steps, task)
-            train_ds = task.training_targets(run.train_ds, qcfg, qat)
+            train_ds = task.fine_tune_targets(run.train_ds, qcfg, qat, run.model)
             if c.steps_per_epoch:
                 train_ds = train_ds.repeat()
             qat.fit(train_ds, epochs=c.qat.epochs, steps_per_epoch=c.steps_per_epoch,

@@ -206,7 +206,7 @@ def search_images(index_dir, files, k: int = 5, model_path=None) -> list[dict]:
     for f, row_scores, row_ids in zip(files, scores, ids, strict=True):
         keep = row_ids >= 0
         paths = index.payloads(row_ids[keep])
-        hits = [{"id": int(i), "score": round(float(s), 6), "path": p}
-                for i, s, p in zip(row_ids[keep], row_scores[keep], paths, strict=True)]  # fmt: skip
+        rows = zip(row_ids[keep], row_scores[keep], paths, strict=True)
+        hits = [{"id": int(i), "score": round(float(s), 6), "path": p} for i, s, p in rows]
         out.append({"file": str(f), "neighbours": hits})
     return out

@@ -114,6 +114,9 @@ class Task:
     tolerances: dict[str, Tolerance] = {}
     #: the default file prefix of exported artifacts (``<name>_float32.tflite``, ...)
     artifact_name: str = "model"
+    #: PTQ variants the task's exported graph cannot be converted to, with the reason: the
+    #: pipeline lists them as not run instead of attempting a conversion known to fail
+    unsupported_variants: dict[str, str] = {}
     #: the module with the pipeline hooks (``load_splits``, ``build_model``, ``datasets``,
     #: ``eval_batches``, ``write_gallery``, ``report_lines``) the default methods call
     stages: str = ""
@@ -221,9 +224,26 @@ class Task:
         named raw outputs)."""
         return self._stages().write_gallery(run, split, contract, path, n)
 
+    def side_metrics(self, run, splits, contract) -> dict:
+        """Metrics beside the streamed one that need more than the test split (e.g. a decision
+        threshold chosen on the validation split), merged into the evaluation's ``metrics``;
+        ``{}`` when the task has none (the default) or its stages module defines none."""
+        hook = getattr(self._stages(), "side_metrics", None)
+        return hook(run, splits, contract) if hook else {}
+
     def report_lines(self, section: dict) -> list[str]:
         """Markdown lines of the report's evaluation section (``section["metrics"]``)."""
         return self._stages().report_lines(section)
+
+    def fine_tune_loss(self, train_cfg):
+        """The ``train.loss`` that QAT fine-tunes the trained model with (default: the one it was
+        trained with, so a segmentation model trained with ``focal`` is fine-tuned with it)."""
+        return getattr(train_cfg, "loss", "auto")
+
+    def fine_tune_targets(self, dataset, train_cfg, model, teacher):
+        """QAT's training batches: :meth:`training_targets` of ``train_cfg`` by default; a task
+        whose :meth:`fine_tune_loss` learns from the float model ``teacher`` maps them here."""
+        return self.training_targets(dataset, train_cfg, model)
 
     def remedy(self, artifact_name: str) -> str:
         """What to try when a compressed artifact misses the metric floor."""
@@ -258,6 +278,21 @@ class Task:
                 f"{where} should have the {self.name} outputs {list(self.output_names)}. "
                 f"Missing: {missing}; received: {sorted(outputs)}."
             )
+
+
+def head_options(model_cfg, allowed, task_name: str) -> dict:
+    """A copy of ``model.head`` (``{}`` when unset) whose keys are all in ``allowed``.
+
+    Raises:
+        InputValueError: an unknown option, named with the task's allowed ones.
+    """
+    head = dict(model_cfg.head or {})
+    unknown = sorted(set(head) - set(allowed))
+    if unknown:
+        raise InputValueError(
+            f"Unknown `model.head` option(s) {unknown} for {task_name}. Allowed: {sorted(allowed)}"
+        )
+    return head
 
 
 def check_auto_loss(train_cfg, task_name: str) -> None:

@@ -14,8 +14,28 @@ from pathlib import Path
 import numpy as np
 
 
+class DatasetView:
+    """What a task's splits over a ``kvision.data`` dataset (``self.data``) share: its labels
+    and its bad-input list."""
+
+    data: object
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.data.class_names)
+
+    @property
+    def problems(self) -> list:
+        return list(self.data.bad_files)
+
+    def write_problems(self, path) -> Path:
+        from kvision.data.folders import write_bad_files
+
+        return write_bad_files(self.data.bad_files, path)
+
+
 @dataclass
-class ClassificationSplits:
+class ClassificationSplits(DatasetView):
     """``kvision.data`` splits seen through the task pipeline's interface."""
 
     data: object
@@ -38,21 +58,8 @@ class ClassificationSplits:
         return "test" if self.data.test is not None else "val"
 
     @property
-    def labels(self) -> list[str]:
-        return list(self.data.class_names)
-
-    @property
     def num_classes(self) -> int:
         return self.data.num_classes
-
-    @property
-    def problems(self) -> list:
-        return list(self.data.bad_files)
-
-    def write_problems(self, path) -> Path:
-        from kvision.data.folders import write_bad_files
-
-        return write_bad_files(self.data.bad_files, path)
 
     def summary(self) -> dict:
         return self.data.summary()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kvision.errors import InputValueError
+from kvision.tasks.base import head_options
 from kvision.tasks.splits import TaskSplits, limited, read_splits
 
 #: classification datasets: under ``task=detection`` only the default one is accepted (as auto)
@@ -64,13 +65,8 @@ def build_model(model_cfg, splits: TaskSplits):
 
     h, w = model_cfg.input_size or splits.image_size
     c = model_cfg.channels or 3
-    head = dict(model_cfg.head or {})
     allowed = {"type", "channels", "depth", "anchors", "grid", "postprocess"}
-    unknown = sorted(set(head) - allowed)
-    if unknown:
-        raise InputValueError(
-            f"Unknown `model.head` option(s) {unknown} for detection. Allowed: {sorted(allowed)}"
-        )
+    head = head_options(model_cfg, allowed, "detection")
     return build_detector(
         (int(h), int(w), int(c)),
         splits.labels,

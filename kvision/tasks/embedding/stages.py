@@ -23,15 +23,17 @@ from pathlib import Path
 import numpy as np
 
 from kvision.errors import InputValueError
+from kvision.tasks.base import head_options
+from kvision.tasks.classification.stages import DatasetView
 from kvision.tasks.embedding.model import EMBEDDING_OUTPUT
 
-_HEAD_OPTIONS = {"dim"}
+_HEAD_OPTIONS = {"dim", "embedding"}
 #: the classes kept out of training by ``data.unseen_classes: auto``
 UNSEEN_FRACTION = 0.4
 
 
 @dataclass
-class EmbeddingSplits:
+class EmbeddingSplits(DatasetView):
     """The classification dataset seen through the embedding task: ``train`` / ``val`` hold the
     seen classes (labels ``0..S-1``), ``test`` the unseen ones (their original labels)."""
 
@@ -45,21 +47,8 @@ class EmbeddingSplits:
     notes: list = field(default_factory=list)
 
     @property
-    def labels(self) -> list[str]:
-        return list(self.data.class_names)
-
-    @property
     def num_classes(self) -> int:
         return len(self.seen)
-
-    @property
-    def problems(self) -> list:
-        return list(self.data.bad_files)
-
-    def write_problems(self, path) -> Path:
-        from kvision.data.folders import write_bad_files
-
-        return write_bad_files(self.data.bad_files, path)
 
     def summary(self) -> dict:
         names = self.data.class_names
@@ -167,26 +156,22 @@ def load_splits(data_cfg, seed: int = 0) -> EmbeddingSplits:
 
 
 def build_model(model_cfg, splits: EmbeddingSplits):
-    """``model.name``: a registered backbone; ``model.options`` its options; ``model.head.dim``
-    the embedding size (default 128)."""
+    """``model.name``: a registered backbone; ``model.options`` its options;
+    ``model.head.embedding``: ``pool`` (default: the pooled backbone features are the embedding,
+    the losses act on a training-only projection) or ``projection``; ``model.head.dim``: the
+    projection's width (default 128). See :mod:`kvision.tasks.embedding.model`."""
     from kvision.models.contract import with_resize
     from kvision.tasks.embedding.model import build_embedder
 
-    head = dict(model_cfg.head or {})
-    unknown = sorted(set(head) - _HEAD_OPTIONS)
-    if unknown:
-        raise InputValueError(
-            f"Unknown `model.head` option(s) {unknown} for embedding. Allowed: "
-            f"{sorted(_HEAD_OPTIONS)}"
-        )
+    head = head_options(model_cfg, _HEAD_OPTIONS, "embedding")
     h, w = model_cfg.input_size or splits.data.image_size
     c = model_cfg.channels or splits.data.channels
     names = splits.labels
     post = {"train_classes": [names[i] for i in splits.seen],
             "unseen_classes": [names[i] for i in splits.unseen]}  # fmt: skip
     model = build_embedder((int(h), int(w), int(c)), model_cfg.name, model_cfg.options,
-                           dim=int(head.get("dim", 128)), labels=names,
-                           postprocess=post)  # fmt: skip
+                           dim=int(head.get("dim", 128)), labels=names, postprocess=post,
+                           embedding=head.get("embedding", "pool"))  # fmt: skip
     return with_resize(model, model_cfg.resize)
 
 
@@ -261,6 +246,58 @@ def embed(run, split, contract, limit: int | None = None) -> tuple[np.ndarray, n
     return np.concatenate(vectors), np.concatenate(labels)
 
 
+def balanced_pairs(labels, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, j)`` int ``[n]`` index pairs into ``labels``, half of the same class and half of
+    different classes (as in LFW's verification protocol), ``i != j``; a class with a single
+    item never gives a same pair. Fewer pairs when ``labels`` cannot give both kinds."""
+    labels = np.asarray(labels).reshape(-1)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    multi = [g for g in groups if len(g) >= 2]
+    if not multi or len(groups) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    half = n // 2
+    sizes = np.array([len(g) for g in multi], np.float64)
+    picks = rng.choice(len(multi), half, p=sizes / sizes.sum())
+    same = np.array([rng.choice(multi[g], 2, replace=False) for g in picks]).reshape(-1, 2)
+    a = rng.integers(0, len(labels), 4 * (n - half))
+    b = rng.integers(0, len(labels), 4 * (n - half))
+    keep = labels[a] != labels[b]
+    diff = np.stack([a[keep], b[keep]], 1)[: n - half]
+    pairs = np.concatenate([same, diff]).astype(np.int64)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def side_metrics(run, splits: EmbeddingSplits, contract, pairs: int = 20000,
+                 limit: int = 3000) -> dict:  # fmt: skip
+    """Pair verification (same class or not; the Siamese use): the cosine threshold that best
+    separates :func:`balanced_pairs` of the validation split (seen classes) is applied to
+    balanced pairs of the test split (unseen classes), each from its first ``limit`` images.
+
+    Returns ``{"verification_accuracy", "verification_threshold", "verification_val_accuracy",
+    "verification_pairs"}`` or ``{}`` without a validation split able to give both kinds of
+    pairs.
+    """
+    from kvision.tasks.embedding.metrics import choose_threshold, verify_pairs
+
+    if splits.val is None or len(splits.val) < 4:
+        return {}
+    found = []
+    for split, seed in ((splits.val, 1), (splits.test, 2)):
+        vectors, labels = embed(run, split, contract, limit)
+        i, j = balanced_pairs(labels, pairs, seed)
+        if not len(i):
+            return {}
+        found.append((np.sum(vectors[i] * vectors[j], axis=1), labels[i] == labels[j]))
+    (val_sims, val_same), (test_sims, test_same) = found
+    threshold, val_accuracy = choose_threshold(val_sims, val_same)
+    accuracy = float(np.mean(verify_pairs(test_sims, threshold) == test_same))
+    return {"verification_accuracy": round(accuracy, 6),
+            "verification_threshold": round(threshold, 6),
+            "verification_val_accuracy": round(val_accuracy, 6),
+            "verification_pairs": int(len(test_sims))}  # fmt: skip
+
+
 def _tile(pixels: np.ndarray, colour, size: int = 64):
     from PIL import Image, ImageOps
 
@@ -329,6 +366,18 @@ def write_projection(vectors, labels, names, path: Path, max_points: int = 1500)
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _verification_lines(m: dict) -> list[str]:
+    if m.get("verification_accuracy") is None:
+        return []
+    return [
+        f"Pair verification (same class or not): accuracy {m['verification_accuracy']:.4f} on "
+        f"{m.get('verification_pairs', 0):,} balanced test pairs at cosine >= "
+        f"{m['verification_threshold']:.3f}, the threshold chosen on validation pairs of the "
+        f"training classes (accuracy there {m.get('verification_val_accuracy', 0):.4f}).",
+        "",
+    ]
+
+
 def report_lines(section: dict) -> list[str]:
     """Markdown of the retrieval evaluation section (``kvision.spine`` writes it)."""
     m = section.get("metrics", {})
@@ -342,6 +391,7 @@ def report_lines(section: dict) -> list[str]:
         f"mAP@R {f('mAP@R')} on {section.get('n', 0):,} {section.get('split', 'test')} images "
         "(each queries all the others; cosine similarity, exact search).",
         "",
+        *_verification_lines(m),
         f"![t-SNE of the test embeddings]({PROJECTION_PNG})",
         "",
     ]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kvision.errors import InputValueError
+from kvision.tasks.base import head_options
 from kvision.tasks.ocr.model import CHAR_OUTPUT
 from kvision.tasks.ocr.task import OcrTarget
 from kvision.tasks.splits import TaskSplits, limited, read_splits
@@ -70,12 +71,7 @@ def build_model(model_cfg, splits: TaskSplits):
         raise InputValueError(
             f"task=ocr builds a CRNN: `model.name` should be crnn. Received: {model_cfg.name!r}"
         )
-    head = dict(model_cfg.head or {})
-    unknown = sorted(set(head) - _HEAD_OPTIONS)
-    if unknown:
-        raise InputValueError(
-            f"Unknown `model.head` option(s) {unknown} for ocr. Allowed: {sorted(_HEAD_OPTIONS)}"
-        )
+    head = head_options(model_cfg, _HEAD_OPTIONS, "ocr")
     h, w = model_cfg.input_size or (HEIGHT, _bucket(splits))
     decoder = {k: head.pop(k) for k in ("decoder", "beam_width") if k in head}
     if decoder.get("decoder", "greedy") not in ("greedy", "beam"):

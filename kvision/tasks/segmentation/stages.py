@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kvision.errors import InputValueError
+from kvision.tasks.base import head_options
 from kvision.tasks.segmentation.heads import MASK_OUTPUT
 from kvision.tasks.segmentation.task import IGNORE_LABEL, SegmentationTarget
 from kvision.tasks.splits import TaskSplits, limited, read_splits
@@ -74,13 +75,7 @@ def build_model(model_cfg, splits: TaskSplits):
 
     h, w = model_cfg.input_size or splits.image_size
     c = model_cfg.channels or _channels(splits)
-    head = dict(model_cfg.head or {})
-    unknown = sorted(set(head) - _HEAD_OPTIONS)
-    if unknown:
-        raise InputValueError(
-            f"Unknown `model.head` option(s) {unknown} for segmentation. "
-            f"Allowed: {sorted(_HEAD_OPTIONS)}"
-        )
+    head = head_options(model_cfg, _HEAD_OPTIONS, "segmentation")
     kind = head.pop("type", "unet")
     instances = head.pop("instances", "auto")
     if instances == "auto":

@@ -18,7 +18,8 @@ accuracy overall and per line kind, and lines per second (wall time of the whole
 decoding included). Usage::
 
     .venv/bin/python tools/compare_tesseract.py --data data/lines/test \\
-        --model runs/ocr_crnn/export/tflite/ocr_float32.tflite --json compare_tesseract.json
+        --model runs/ocr_crnn/export/tflite/recognizer_float32.tflite \\
+        --model runs/ocr_crnn/compress/tflite/recognizer_qat_int8.tflite --json compare.json
 
 Exit status 2 with the ``apt-get`` line when ``tesseract`` is missing.
 """
@@ -115,7 +116,8 @@ def run_kvision(model: Path, images) -> tuple[list[str], float]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, type=Path, help="a split folder with labels.tsv")
-    p.add_argument("--model", type=Path, help="a kvision OCR artifact (.tflite or SavedModel)")
+    p.add_argument("--model", type=Path, action="append", default=[],
+                   help="a kvision OCR artifact (.tflite, SavedModel); repeatable")  # fmt: skip
     p.add_argument("--limit", type=int, help="the first N lines only")
     p.add_argument("--scale", type=int, default=2, help="upscale for Tesseract (default 2)")
     p.add_argument("--psm", type=int, default=7, help="Tesseract page segmentation (7: a line)")
@@ -137,11 +139,12 @@ def main(argv=None) -> int:
     report["tesseract"].update(whitelist=bool(whitelist), seconds=round(seconds, 3),
                                lines_per_s=round(len(rows) / seconds, 2),
                                scores=scores(refs, hyps, kinds))  # fmt: skip
-    if args.model:
-        hyps_k, seconds_k = run_kvision(args.model, images)
-        report["kvision"] = {"model": str(args.model), "seconds": round(seconds_k, 3),
-                             "lines_per_s": round(len(rows) / seconds_k, 2),
-                             "scores": scores(refs, hyps_k, kinds)}  # fmt: skip
+    report["kvision"] = {}
+    for model in args.model:
+        hyps_k, seconds_k = run_kvision(model, images)
+        report["kvision"][model.stem] = {"model": str(model), "seconds": round(seconds_k, 3),
+                                         "lines_per_s": round(len(rows) / seconds_k, 2),
+                                         "scores": scores(refs, hyps_k, kinds)}  # fmt: skip
     _print(report)
     if args.json:
         from kvision.io import atomic_write_json
@@ -151,15 +154,14 @@ def main(argv=None) -> int:
 
 
 def _print(report: dict) -> None:
-    engines = [e for e in ("kvision", "tesseract") if e in report]
+    engines = [*report["kvision"].items(), ("tesseract", report["tesseract"])]
     kinds = list(report["tesseract"]["scores"])
     print(f"{report['n']} lines of {report['data']}, one thread each")
-    print(f"{'engine':<10} {'lines/s':>8}  " + "  ".join(f"{'CER ' + k:>16}" for k in kinds)
+    print(f"{'engine':<28} {'lines/s':>8}  " + "  ".join(f"{'CER ' + k:>16}" for k in kinds)
           + f"  {'exact':>6}")  # fmt: skip
-    for e in engines:
-        r = report[e]
+    for name, r in engines:
         cells = "  ".join(f"{100 * (r['scores'][k]['CER'] or 0):>15.2f}%" for k in kinds)
-        print(f"{e:<10} {r['lines_per_s']:>8.1f}  {cells}  {r['scores']['all']['exact']:>6.3f}")
+        print(f"{name:<28} {r['lines_per_s']:>8.1f}  {cells}  {r['scores']['all']['exact']:>6.3f}")
 
 
 if __name__ == "__main__":

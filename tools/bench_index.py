@@ -73,39 +73,44 @@ def make_vectors(
     return out
 
 
-def kind_params(kind: str, size: int, args) -> dict:
-    """The FAISS parameters of ``kind`` at ``size`` stored vectors."""
+def kind_params(kind: str, size: int, args) -> list[dict]:
+    """The FAISS parameters of ``kind`` at ``size`` stored vectors: one dict per search-time
+    setting swept (``--ef-search`` / ``--nprobe`` values), all on one built index."""
     if kind == "hnsw":
-        return {"M": args.M, "ef_construction": args.ef_construction, "ef_search": args.ef_search}
+        return [{"M": args.M, "ef_construction": args.ef_construction, "ef_search": ef}
+                for ef in args.ef_search]  # fmt: skip
     if kind == "ivf":
         nlist = args.nlist or max(1, round(math.sqrt(size)))
-        return {"nlist": nlist, "nprobe": min(args.nprobe, nlist)}
-    return {}
+        return [{"nlist": nlist, "nprobe": n} for n in sorted({min(p, nlist) for p in args.nprobe})]
+    return [{}]
 
 
-def bench_kind(kind: str, params: dict, base: np.ndarray, queries: np.ndarray, k: int) -> dict:
-    """Build one index and time single-vector queries; ``ids`` holds each query's answer."""
+def bench_kind(kind: str, sweep: list[dict], base: np.ndarray, queries: np.ndarray,
+               k: int) -> list[dict]:  # fmt: skip
+    """Build one index (``sweep[0]``'s parameters) and time single-vector queries at each
+    search-time setting of ``sweep``; each result's ``ids`` holds every query's answer."""
     from kvision.index import FaissIndex
+    from kvision.index.faiss_index import SEARCH_PARAMS
 
-    index = FaissIndex(base.shape[1], kind=kind, metric="cosine", **params)
+    index = FaissIndex(base.shape[1], kind=kind, metric="cosine", **sweep[0])
     start = time.perf_counter()
     index.train(base)
     index.add(base)
     build_s = time.perf_counter() - start
-    for q in queries[:WARMUP]:
-        index.search(q[None], k)
-    times, ids = [], np.empty((len(queries), k), np.int64)
-    for i, q in enumerate(queries):
-        start = time.perf_counter()
-        ids[i] = index.search(q[None], k)[1][0]
-        times.append(time.perf_counter() - start)
-    ms = np.array(times) * 1e3
-    return {
-        "build_s": build_s,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "ids": ids,
-    }
+    results = []
+    for params in sweep:
+        index.set_params(**{n: v for n, v in params.items() if n in SEARCH_PARAMS})
+        for q in queries[:WARMUP]:
+            index.search(q[None], k)
+        times, ids = [], np.empty((len(queries), k), np.int64)
+        for i, q in enumerate(queries):
+            start = time.perf_counter()
+            ids[i] = index.search(q[None], k)[1][0]
+            times.append(time.perf_counter() - start)
+        ms = np.array(times) * 1e3
+        results.append({"build_s": build_s, "p50_ms": float(np.percentile(ms, 50)),
+                        "p99_ms": float(np.percentile(ms, 99)), "ids": ids})  # fmt: skip
+    return results
 
 
 def run(args) -> dict:
@@ -124,21 +129,30 @@ def run(args) -> dict:
         queries = queries_cache[key]
         exact_ids = None
         for kind in args.kinds:
-            params = kind_params(kind, size, args)
-            row = {"size": size, "kind": kind, "params": params, "status": "ok"}
-            row.update(build_s=None, p50_ms=None, p99_ms=None, recall=None)
+            sweep = kind_params(kind, size, args)
+            empty = {
+                "status": "ok",
+                "build_s": None,
+                "p50_ms": None,
+                "p99_ms": None,
+                "recall": None,
+            }
+            kind_rows = [{"size": size, "kind": kind, "params": p, **empty} for p in sweep]
             try:
-                result = bench_kind(kind, params, base, queries, args.k)
+                results = bench_kind(kind, sweep, base, queries, args.k)
                 if kind == "exact":
-                    exact_ids = result["ids"]
+                    exact_ids = results[0]["ids"]
                 if exact_ids is None:  # --kinds without exact (or exact failed): compute it
                     exact_ids = _exact_ids(base, queries, args.k)
-                row["recall"] = recall_at_k(result.pop("ids"), exact_ids, args.k)
-                row.update(result)
+                for row, result in zip(kind_rows, results, strict=True):
+                    row["recall"] = recall_at_k(result.pop("ids"), exact_ids, args.k)
+                    row.update(result)
             except Exception as exc:  # a failing kind is a row with a reason
-                row["status"] = f"{type(exc).__name__}: {exc}"
-            rows.append(row)
-            print(_row_line(row), file=sys.stderr, flush=True)
+                for row in kind_rows:
+                    row["status"] = f"{type(exc).__name__}: {exc}"
+            for row in kind_rows:
+                rows.append(row)
+                print(_row_line(row), file=sys.stderr, flush=True)
             gc.collect()
         del base
         gc.collect()
@@ -164,13 +178,24 @@ def _exact_ids(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return index.search(queries, k)[1]
 
 
+def row_label(row: dict) -> str:
+    """``hnsw``, or ``hnsw ef_search=128`` when that kind's search setting was swept."""
+    setting = {n: v for n, v in row["params"].items() if n in ("ef_search", "nprobe")}
+    return " ".join([row["kind"], *(f"{n}={v}" for n, v in setting.items())])
+
+
 def latency_ratios(rows: list[dict]) -> dict:
-    """``{size: {kind: p50(kind) / p50(exact)}}`` for the sizes whose exact row succeeded."""
+    """``{size: {label: p50 / p50(exact)}}`` for the sizes whose exact row succeeded; the label
+    is the kind, with its search setting when several were swept (:func:`row_label`)."""
     ratios: dict = {}
     exact = {r["size"]: r["p50_ms"] for r in rows if r["kind"] == "exact" and r["p50_ms"]}
+    from collections import Counter
+
+    count = Counter((r["size"], r["kind"]) for r in rows)
     for r in rows:
         if r["kind"] != "exact" and r["p50_ms"] is not None and r["size"] in exact:
-            ratios.setdefault(str(r["size"]), {})[r["kind"]] = r["p50_ms"] / exact[r["size"]]
+            label = row_label(r) if count[r["size"], r["kind"]] > 1 else r["kind"]
+            ratios.setdefault(str(r["size"]), {})[label] = r["p50_ms"] / exact[r["size"]]
     return ratios
 
 
@@ -237,14 +262,27 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--M", type=int, default=32, help="HNSW graph degree")
     parser.add_argument("--ef-construction", type=int, default=100)
-    parser.add_argument("--ef-search", type=int, default=64)
+    parser.add_argument(
+        "--ef-search",
+        type=int,
+        nargs="+",
+        default=[64],
+        help="HNSW search candidates; several: one row each, one build",
+    )
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (default sqrt(N))")
-    parser.add_argument("--nprobe", type=int, default=8)
+    parser.add_argument(
+        "--nprobe",
+        type=int,
+        nargs="+",
+        default=[8],
+        help="IVF lists searched; several: one row each, one build",
+    )
     parser.add_argument("--threads", type=int, default=None, help="FAISS OpenMP threads")
     parser.add_argument("--json", default=None, help="write the report as JSON to this path")
     args = parser.parse_args(argv)
-    for name in ("dim", "queries", "k", "clusters", "M", "ef_construction", "ef_search"):
-        if getattr(args, name) < 1:
+    for name in ("dim", "queries", "k", "clusters", "M", "ef_construction", "ef_search", "nprobe"):
+        values = getattr(args, name)
+        if min(values if isinstance(values, list) else [values]) < 1:
             parser.error(f"--{name.replace('_', '-')} should be >= 1")
     if min(args.sizes) < args.k:
         parser.error(f"every --sizes value should be >= --k ({args.k}). Received: {args.sizes}")

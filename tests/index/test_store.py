@@ -473,3 +473,14 @@ def test_bench_index_reports_every_kind(tmp_path, capsys):
     assert set(report["latency_ratio"]["2000"]) == {"hnsw", "ivf"}
     table = capsys.readouterr().out
     assert "| 2000 | hnsw |" in table and "latency p50 approx/exact at 2000" in table
+    # a sweep of search-time settings: one build, one row each, labelled ratios
+    sweep = ["--ef-search", "16", "128", "--nprobe", "1", "45", "--json", str(out)]
+    assert bench.main(["--sizes", "2000", "--queries", "10", *sweep]) == 0
+    report = json.loads(out.read_text())
+    hnsw = [r for r in report["rows"] if r["kind"] == "hnsw"]
+    assert [r["params"]["ef_search"] for r in hnsw] == [16, 128]
+    assert hnsw[0]["build_s"] == hnsw[1]["build_s"] and hnsw[1]["recall"] >= hnsw[0]["recall"]
+    ivf = [r for r in report["rows"] if r["kind"] == "ivf"]
+    assert [r["params"]["nprobe"] for r in ivf] == [1, 45] and ivf[1]["recall"] == 1.0
+    assert set(report["latency_ratio"]["2000"]) == {"hnsw ef_search=16", "hnsw ef_search=128",
+                                                    "ivf nprobe=1", "ivf nprobe=45"}  # fmt: skip

@@ -6,8 +6,40 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name: str):
+    """The script ``tools/<name>.py`` as a module (``tools/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_bars_npz(path, classes: int = 3, n: int = 96, n_test: int = 24, seed: int = 0):
+    """A tiny ``.npz`` classification set (x_train, y_train, x_test, y_test; uint8 16x16x1):
+    class ``k`` is a bright bar in row band ``k`` on dark noise."""
+    rng = np.random.default_rng(seed)
+
+    def make(count):
+        y = rng.integers(0, classes, count)
+        x = rng.integers(0, 40, (count, 16, 16, 1)).astype(np.uint8)
+        for i, k in enumerate(y):
+            x[i, 1 + 3 * k : 3 + 3 * k, 2:14] = 220
+        return x, y
+
+    (x, y), (xt, yt) = make(n), make(n_test)
+    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    return path
 
 
 @pytest.fixture

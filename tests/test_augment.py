@@ -1,7 +1,6 @@
 """Augmentation stage: registry, option validation, seeding, tf.data parity, preview, benchmark."""
 
 import ast
-import importlib.util
 import json
 import subprocess
 import sys
@@ -346,12 +345,9 @@ def test_albumentations_is_imported_lazily():
 
 
 def _bench_module():
-    spec = importlib.util.spec_from_file_location(
-        "bench_augment", REPO / "tools" / "bench_augment.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from conftest import load_tool
+
+    return load_tool("bench_augment")
 
 
 def test_bench_core_runs_on_tiny_input(tmp_path, capsys):

@@ -1,9 +1,7 @@
 """kvision.index: exact search against NumPy, ANN recall, add / delete, atomic save / load,
 failed rebuilds, the Qdrant backend through the same interface, recall@k and the benchmark."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -457,10 +455,9 @@ def test_recall_at_k_by_hand():
 
 
 def test_bench_index_reports_every_kind(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_index", REPO / "tools" / "bench_index.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench
-    spec.loader.exec_module(bench)
+    from conftest import load_tool
+
+    bench = load_tool("bench_index")
     out = tmp_path / "bench.json"
     assert bench.main(["--sizes", "2000", "--queries", "20", "--json", str(out)]) == 0
     report = json.loads(out.read_text())

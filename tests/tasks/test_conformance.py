@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import (
     TINY_SPINE_OVERRIDES,
+    write_bars_npz,
     write_tiny_detection_split,
     write_tiny_segmentation_split,
     write_tiny_text_split,
@@ -23,19 +24,8 @@ from kvision.tasks import get_task, list_tasks
 
 
 def _classification_data(root: Path, classes: int = 3) -> list[str]:
-    rng = np.random.default_rng(0)
-
-    def make(n):
-        y = rng.integers(0, classes, n)
-        x = rng.integers(0, 40, (n, 16, 16, 1)).astype(np.uint8)
-        for i, k in enumerate(y):  # class k: a bright bar in row band k
-            x[i, 1 + 3 * k : 3 + 3 * k, 2:14] = 220
-        return x, y
-
-    (x, y), (xt, yt) = make(96), make(24)
     root.mkdir(parents=True)
-    path = root / "tiny.npz"
-    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    path = write_bars_npz(root / "tiny.npz", classes)
     return ["data.dataset=npz", f"data.path={path}", "data.val_split=0.25"]
 
 

@@ -1,27 +1,16 @@
 """tools/compare_tesseract.py: scores by hand, the split reader with kinds, and (when Debian's
 ``tesseract-ocr`` is installed) Tesseract reading clear printed words in one process."""
 
-import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "compare_tesseract", REPO / "tools" / "compare_tesseract.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+tool = load_tool("compare_tesseract")
 
 
 def _write_split(root: Path, words, kinds) -> Path:

@@ -4,29 +4,18 @@ The tool is loaded by path (``tools/`` is not a package). Tests that need Fashio
 when it is not installed; the compose / render / crop tests need only NumPy and Pillow.
 """
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "make_detection_data", REPO / "tools" / "make_detection_data.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mdd = _load_tool()
+mdd = load_tool("make_detection_data")
 
 
 @pytest.fixture(scope="module")

@@ -5,31 +5,20 @@ The tool is loaded by path (``tools/`` is not a package). Tests that render skip
 Debian fonts, the word list or the captcha package are not installed.
 """
 
-import importlib.util
 import json
 import random
 import secrets
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"n_train": 6, "n_val": 6, "n_test": 6}
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "make_text_lines", REPO / "tools" / "make_text_lines.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-mtl = _load_tool()
+mtl = load_tool("make_text_lines")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import TINY_SPINE_OVERRIDES
+from conftest import TINY_SPINE_OVERRIDES, write_bars_npz
 
 from kvision._keras import keras
 from kvision.config import load_config
@@ -240,27 +240,12 @@ def test_balanced_pairs_are_half_same_and_never_self():
 
 
 # --------------------------------------------------------------------------- the pipeline
-def _separable_npz(path, classes=5, n=120, nt=40):
-    rng = np.random.default_rng(0)
-
-    def make(count):
-        y = rng.integers(0, classes, count)
-        x = rng.integers(0, 40, (count, 16, 16, 1)).astype(np.uint8)
-        for i, k in enumerate(y):  # class k: a bright bar in row band k
-            x[i, 1 + 3 * k : 3 + 3 * k, 2:14] = 220
-        return x, y
-
-    (x, y), (xt, yt) = make(n), make(nt)
-    np.savez(path, x_train=x, y_train=y, x_test=xt, y_test=yt)
-    return path
-
-
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     from kvision.workflow import run_pipeline
 
     root = tmp_path_factory.mktemp("emb")
-    data = _separable_npz(root / "bars.npz")
+    data = write_bars_npz(root / "bars.npz", classes=5, n=120, n_test=40)
     out = {}
     for loss in ("triplet", "arcface"):
         cfg = load_config(overrides=[

@@ -214,19 +214,12 @@ def _search_k(body: bytes) -> tuple[bytes, int]:
 
 
 def _search(index, outputs: dict, k: int) -> list:
-    import numpy as np
+    from kvision.index.images import nearest
 
     if "embedding" not in outputs:
         raise BadRequest(f"The model has no 'embedding' output to search with: {sorted(outputs)}")
-    scores, ids = index.search(np.asarray(outputs["embedding"], np.float32), k=k)
-    results = []
-    for row_scores, row_ids in zip(scores, ids, strict=True):
-        keep = row_ids >= 0
-        payloads = index.payloads(row_ids[keep])
-        results.append([{"id": int(i), "score": round(float(s), 6), "payload": p}
-                        for i, s, p in zip(row_ids[keep], row_scores[keep], payloads,
-                                           strict=True)])  # fmt: skip
-    return results
+    return [[{"id": i, "score": s, "payload": p} for i, s, p in hits]
+            for hits in nearest(index, outputs["embedding"], k)]  # fmt: skip
 
 
 def _version(text):

@@ -79,13 +79,17 @@ def build_dataset(
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     if not fits:
         ds = ds.map(lambda x, y: (fit_batch(x, contract), y), num_parallel_calls=AUTOTUNE)
-    if training and augmenter is not None:
-        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y), num_parallel_calls=AUTOTUNE)
-        ds = ds.map(augmenter, num_parallel_calls=AUTOTUNE)
-        ds = ds.map(lambda x, y: (from_unit(x, contract), y), num_parallel_calls=AUTOTUNE)
-    else:
-        ds = ds.map(lambda x, y: (contract.normalize(x), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return to_model_inputs(ds, contract, augmenter if training else None).prefetch(AUTOTUNE)
+
+
+def to_model_inputs(ds, contract: InputContract, augmenter=None):
+    """uint8 ``(images [B, H, W, C], labels)`` batches -> float32 model inputs in the contract's
+    scale: through ``augmenter`` (which takes ``[0, 1]`` images) when given, else normalised."""
+    if augmenter is None:
+        return ds.map(lambda x, y: (contract.normalize(x), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(augmenter, num_parallel_calls=AUTOTUNE)
+    return ds.map(lambda x, y: (_from_unit(x, contract), y), num_parallel_calls=AUTOTUNE)
 
 
 def fit_batch(images, contract: InputContract):
@@ -114,7 +118,7 @@ def model_inputs(images: np.ndarray, contract: InputContract) -> np.ndarray:
     return _model_inputs(images, contract)
 
 
-def from_unit(x, contract: InputContract):
+def _from_unit(x, contract: InputContract):
     """Augmented [0, 1] images -> the contract's scale; whole pixel values for a raw domain."""
     if contract.raw_input:
         return tf.round(x * 255.0) * contract.scale + contract.offset

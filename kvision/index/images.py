@@ -173,6 +173,18 @@ def check_compatible(index_contract: dict, contract, model_path) -> None:
         )
 
 
+def nearest(index, vectors, k: int) -> list[list[tuple[int, float, object]]]:
+    """``[(id, cosine rounded to 6 places, payload)]`` best first for each row of ``vectors``
+    (float32 ``[N, D]``), at most ``k`` each (FAISS pads missing neighbours with id -1: dropped)."""
+    scores, ids = index.search(np.asarray(vectors, np.float32), k=k)
+    out = []
+    for row_scores, row_ids in zip(scores, ids, strict=True):
+        keep = row_ids >= 0
+        rows = zip(row_ids[keep], row_scores[keep], index.payloads(row_ids[keep]), strict=True)
+        out.append([(int(i), round(float(s), 6), p) for i, s, p in rows])
+    return out
+
+
 def search_images(index_dir, files, k: int = 5, model_path=None) -> list[dict]:
     """The ``k`` nearest indexed images of each query image file.
 
@@ -201,12 +213,5 @@ def search_images(index_dir, files, k: int = 5, model_path=None) -> list[dict]:
     check_compatible(meta, contract, model_path)
     vectors, _, _ = embed_files(contract, runtime, list(files), on_error="raise")
     runtime.close()
-    scores, ids = index.search(vectors, k=k)
-    out = []
-    for f, row_scores, row_ids in zip(files, scores, ids, strict=True):
-        keep = row_ids >= 0
-        paths = index.payloads(row_ids[keep])
-        rows = zip(row_ids[keep], row_scores[keep], paths, strict=True)
-        hits = [{"id": int(i), "score": round(float(s), 6), "path": p} for i, s, p in rows]
-        out.append({"file": str(f), "neighbours": hits})
-    return out
+    return [{"file": str(f), "neighbours": [{"id": i, "score": s, "path": p} for i, s, p in hits]}
+            for f, hits in zip(files, nearest(index, vectors, k), strict=True)]  # fmt: skip

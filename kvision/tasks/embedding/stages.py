@@ -25,6 +25,7 @@ import numpy as np
 from kvision.errors import InputValueError
 from kvision.tasks.base import head_options
 from kvision.tasks.classification.stages import DatasetView
+from kvision.tasks.classification.stages import eval_batches as eval_batches  # the same splits
 from kvision.tasks.embedding.model import EMBEDDING_OUTPUT
 
 _HEAD_OPTIONS = {"dim", "embedding"}
@@ -201,7 +202,7 @@ def datasets(cfg, splits: EmbeddingSplits, contract, run_dir=None, augment: bool
     import tensorflow as tf
 
     from kvision.data import build_dataset
-    from kvision.data.pipeline import from_unit
+    from kvision.data.pipeline import to_model_inputs
     from kvision.tasks.embedding.sampling import pk_dataset
     from kvision.workflow import augmentation
 
@@ -214,26 +215,12 @@ def datasets(cfg, splits: EmbeddingSplits, contract, run_dir=None, augment: bool
     ds = pk_dataset(_pixels(splits.train, contract), splits.train.labels, p, k,
                     seed=cfg.train.seed, steps=steps)  # fmt: skip
     ds = ds.apply(tf.data.experimental.assert_cardinality(steps))
-    if augmenter is not None:
-        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32) / 255.0, y))
-        ds = ds.map(augmenter, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.map(lambda x, y: (from_unit(x, contract), y))
-    else:
-        ds = ds.map(lambda x, y: (contract.normalize(x), y))
-    train_ds = ds.prefetch(tf.data.AUTOTUNE)
+    train_ds = to_model_inputs(ds, contract, augmenter).prefetch(tf.data.AUTOTUNE)
     val_ds = None
     if splits.val is not None and len(splits.val):
         val_ds = build_dataset(splits.val, contract, cfg.data.batch_size, cache=cfg.data.cache,
                                on_error=cfg.data.on_error)  # fmt: skip
     return train_ds, val_ds, info
-
-
-def eval_batches(split, contract, batch_size: int = 32):
-    """``(inputs float32 [B, H, W, C], int labels [B])`` over ``split``, in order."""
-    from kvision.data import build_dataset
-
-    for x, y in build_dataset(split, contract, batch_size, training=False, cache=False):
-        yield x.numpy(), y.numpy()
 
 
 def embed(run, split, contract, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
